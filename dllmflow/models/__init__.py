@@ -1,0 +1,1 @@
+"""AR and block-diffusion models, samplers, training and the synthetic research world."""

@@ -1,0 +1,1 @@
+"""Postgres models and repositories, Redis streams and dead letters."""

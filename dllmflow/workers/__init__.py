@@ -1,0 +1,1 @@
+"""Processes: the Temporal worker, Ray model serving and the tool executors."""

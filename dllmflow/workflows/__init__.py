@@ -1,0 +1,1 @@
+"""Temporal workflow and activity definitions (no I/O in workflow code)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 from .checks import (
     FLOAT_DTYPES,
@@ -19,6 +21,7 @@ from .checks import (
     require_tensor,
     resolve_scale,
 )
+from .dispatch import interpret_mode, lazy_kernel, multiprocessor_count
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,11 +92,304 @@ def check_decode_args(q: object, k: object, v: object, kv_lens: object, scale: o
     return q, k, v, kv_lens, resolve_scale(scale, q.shape[3])
 
 
-def block_causal_attention_triton(q, k, v, block_size: int, scale: float) -> torch.Tensor:
-    # Placeholder until the fused kernel lands.
-    return block_causal_attention_reference(q, k, v, block_size, scale)
+# ---------------------------------------------------------------------------------------------
+# Triton: flash-attention style forward. One program owns a tile of queries of one (batch, head)
+# and streams key/value tiles through an online softmax in fp32 (exp2 domain); scores never reach
+# memory. Decode splits the cache over several programs (flash-decoding) when batch x heads alone
+# cannot fill the GPU, and a small second kernel merges the splits by their log-sum-exp.
+
+_LOG2E = 1.4426950408889634
 
 
-def block_decode_attention_triton(q, k, v, kv_lens, scale: float) -> torch.Tensor:
-    # Placeholder until the fused kernel lands.
-    return block_decode_attention_reference(q, k, v, kv_lens, scale)
+@lazy_kernel
+def _attend_tiles(
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, offs_m, offs_d, d_ok,
+    lo, hi, n_keys, block_size, qk_scale,
+    MASK: tl.constexpr, BLOCK_CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    """Fold keys [lo, hi) into (acc [M, D], m_i [M], l_i [M]). MASK: apply the key bound n_keys
+    and, with BLOCK_CAUSAL, the block-causal rule; without MASK every key is visible."""
+    offs_n = tl.arange(0, BLOCK_N)
+    for start in range(lo, hi, BLOCK_N):
+        cols = start + offs_n
+        kv_ok = (cols[:, None] < n_keys) & d_ok[None, :]
+        k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :], mask=kv_ok, other=0.0)
+        v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :], mask=kv_ok, other=0.0)
+        if DOT_FP32:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION) * qk_scale  # [M, N]
+        if MASK:
+            ok = cols[None, :] < n_keys
+            if BLOCK_CAUSAL:
+                ok = ok & ((cols[None, :] // block_size) <= (offs_m[:, None] // block_size))
+            s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@lazy_kernel
+def _block_causal_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr,
+    H, T, D, block_size, qk_scale,
+    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+    v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+    q_ok = (offs_m[:, None] < T) & d_ok[None, :]
+    q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    # Keys below the first query's block end are visible to the whole tile: no mask there.
+    # Between that and the last query's block end, apply the block-causal rule per element.
+    q_last = tl.minimum(m0 + BLOCK_M, T) - 1
+    all_see = tl.minimum(T, (m0 // block_size + 1) * block_size)
+    full_end = (all_see // BLOCK_N) * BLOCK_N
+    hi = tl.minimum(T, (q_last // block_size + 1) * block_size)
+    acc, m_i, l_i = _attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        0, full_end, T, block_size, qk_scale,
+        MASK=False, BLOCK_CAUSAL=True, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
+        DOT_FP32=DOT_FP32,
+    )  # fmt: skip
+    acc, m_i, l_i = _attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        full_end, hi, T, block_size, qk_scale,
+        MASK=True, BLOCK_CAUSAL=True, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
+        DOT_FP32=DOT_FP32,
+    )  # fmt: skip
+    out = acc / l_i[:, None]
+    o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+    tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=q_ok)  # fmt: skip
+
+
+@lazy_kernel
+def _decode_kernel(
+    q_ptr, k_ptr, v_ptr, kv_lens_ptr, o_ptr, part_o_ptr, part_lse_ptr,
+    H, Lb, D, chunk, n_split, qk_scale,
+    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    SPLIT: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    split = tl.program_id(2)
+    b = bh // H
+    h = bh % H
+    kv_len = tl.load(kv_lens_ptr + b).to(tl.int32)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    q_ok = (offs_m[:, None] < Lb) & d_ok[None, :]
+    q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+    k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+    v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+    q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    lo = split * chunk
+    hi = tl.minimum(lo + chunk, kv_len)
+    full_end = tl.maximum(lo, lo + ((hi - lo) // BLOCK_N) * BLOCK_N)
+    acc, m_i, l_i = _attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        lo, full_end, kv_len, 1, qk_scale,
+        MASK=False, BLOCK_CAUSAL=False, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
+        DOT_FP32=DOT_FP32,
+    )  # fmt: skip
+    acc, m_i, l_i = _attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        full_end, hi, hi, 1, qk_scale,
+        MASK=True, BLOCK_CAUSAL=False, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
+        DOT_FP32=DOT_FP32,
+    )  # fmt: skip
+    if SPLIT:
+        # Normalized partial output and its log2-sum-exp2; an empty split gets lse = -inf.
+        empty = l_i == 0.0
+        out = acc / tl.where(empty, 1.0, l_i)[:, None]
+        lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
+        row = (bh * n_split + split) * Lb + offs_m  # part_o [B*H, n_split, Lb, D]
+        tl.store(part_o_ptr + row[:, None] * D + offs_d[None, :], out, mask=q_ok)
+        tl.store(part_lse_ptr + row, lse, mask=offs_m < Lb)
+    else:
+        out = acc / l_i[:, None]
+        o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+        tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=q_ok)  # fmt: skip
+
+
+@lazy_kernel
+def _decode_merge_kernel(
+    part_o_ptr, part_lse_ptr, o_ptr, H, Lb, D, n_split, sob, soh, sot,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0)  # over B * H * Lb query rows
+    bh = row // Lb
+    t = row % Lb
+    b = bh // H
+    h = bh % H
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    s_ok = offs_s < n_split
+    part = (bh * n_split + offs_s) * Lb + t  # [BLOCK_S]
+    lse = tl.load(part_lse_ptr + part, mask=s_ok, other=float("-inf"))
+    top = tl.max(lse, axis=0)
+    w = tl.where(lse == float("-inf"), 0.0, tl.exp2(lse - top))
+    ok = s_ok[:, None] & (offs_d[None, :] < D)
+    o = tl.load(part_o_ptr + part[:, None] * D + offs_d[None, :], mask=ok, other=0.0)
+    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
+    o_at = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh + t * sot + offs_d
+    tl.store(o_at, out.to(o_ptr.dtype.element_ty), mask=offs_d < D)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs keep full-precision dots (tf32 would miss the reference by ~1e-3).
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _dot_fp32(dtype: torch.dtype) -> bool:
+    # Triton's CPU interpreter gets bf16 dots wrong; there the operands go up to fp32 first.
+    return dtype == torch.bfloat16 and interpret_mode()
+
+
+def _last_dim_contiguous(*xs: torch.Tensor) -> list[torch.Tensor]:
+    return [x if x.stride(-1) == 1 else x.contiguous() for x in xs]
+
+
+def block_causal_forward_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_size: int,
+    scale: float,
+    *,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+) -> torch.Tensor:
+    """Forward only; q, k, v [B, H, T, D] -> [B, H, T, D]. Keyword args override tuning."""
+    q, k, v = _last_dim_contiguous(q, k, v)
+    b, h, t, d = q.shape
+    out = torch.empty_like(q)
+    if out.numel() == 0:
+        return out
+    block_d = max(16, triton.next_power_of_2(d))
+    block_m = block_m or (128 if q.is_cuda else 16)
+    block_n = block_n or (64 if q.is_cuda else 16)
+    num_warps = num_warps or (8 if block_m >= 128 else 4)
+    num_stages = num_stages or (3 if q.is_cuda else 1)
+    grid = (triton.cdiv(t, block_m), b * h)
+    _block_causal_kernel[grid](
+        q, k, v, out, h, t, d, block_size, scale * _LOG2E,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, INPUT_PRECISION=_precision(q.dtype),
+        DOT_FP32=_dot_fp32(q.dtype),
+        num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    return out
+
+
+class _BlockCausalAttention(torch.autograd.Function):
+    """Triton forward; the backward recomputes through the reference (SDPA with a mask)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, block_size: int, scale: float):  # type: ignore[override]
+        ctx.save_for_backward(q, k, v)
+        ctx.block_size, ctx.scale = block_size, scale
+        return block_causal_forward_triton(q, k, v, block_size, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q, k, v = (x.detach().requires_grad_() for x in ctx.saved_tensors)
+        with torch.enable_grad():
+            out = block_causal_attention_reference(q, k, v, ctx.block_size, ctx.scale)
+            dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad_out)
+        return dq, dk, dv, None, None
+
+
+def block_causal_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, scale: float
+) -> torch.Tensor:
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _BlockCausalAttention.apply(q, k, v, block_size, scale)
+    return block_causal_forward_triton(q, k, v, block_size, scale)
+
+
+def block_decode_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_lens: torch.Tensor,
+    scale: float,
+    *,
+    n_split: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+) -> torch.Tensor:
+    """q [B, H, Lb, D], k, v [B, H, S, D], kv_lens [B] -> [B, H, Lb, D]. Forward only."""
+    q, k, v = _last_dim_contiguous(q, k, v)
+    b, h, lb, d = q.shape
+    s_len = k.shape[2]
+    out = torch.empty_like(q)
+    if out.numel() == 0:
+        return out
+    block_d = max(16, triton.next_power_of_2(d))
+    block_m = min(64, max(16, triton.next_power_of_2(lb)))
+    block_n = block_n or (64 if q.is_cuda else 16)
+    num_warps = num_warps or 4
+    num_stages = num_stages or (3 if q.is_cuda else 1)
+    m_tiles = triton.cdiv(lb, block_m)
+    tiles = triton.cdiv(s_len, block_n)
+    if n_split is None:
+        # Split the cache until about two programs per SM are busy (flash-decoding).
+        target = 2 * multiprocessor_count(q.device)
+        n_split = min(tiles, max(1, target // (b * h * m_tiles)))
+    chunk = triton.cdiv(tiles, max(1, n_split)) * block_n
+    n_split = triton.cdiv(s_len, chunk)
+    split = n_split > 1
+    if split:
+        part_o = torch.empty((b * h, n_split, lb, d), dtype=torch.float32, device=q.device)
+        part_lse = torch.empty((b * h, n_split, lb), dtype=torch.float32, device=q.device)
+    else:
+        part_o = part_lse = out  # unused
+    _decode_kernel[(m_tiles, b * h, n_split)](
+        q, k, v, kv_lens, out, part_o, part_lse, h, lb, d, chunk, n_split, scale * _LOG2E,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split,
+        INPUT_PRECISION=_precision(q.dtype),
+        DOT_FP32=_dot_fp32(q.dtype), num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    if split:
+        _decode_merge_kernel[(b * h * lb,)](
+            part_o, part_lse, out, h, lb, d, n_split, out.stride(0), out.stride(1),
+            out.stride(2), BLOCK_S=triton.next_power_of_2(n_split), BLOCK_D=block_d,
+            num_warps=4 if block_d >= 128 else 1,
+        )  # fmt: skip
+    return out

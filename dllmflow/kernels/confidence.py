@@ -8,8 +8,11 @@ single most confident one, so each step makes progress.
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
 
 from .checks import FLOAT_DTYPES, require_dtype, require_same_device, require_shape, require_tensor
+from .dispatch import lazy_kernel, multiprocessor_count
 
 
 def check_confidence_args(
@@ -58,8 +61,173 @@ def confidence_commit_reference(
     return commit
 
 
+# ---------------------------------------------------------------------------------------------
+# Triton: pass 1 reads each masked row's logits once, split over the vocabulary when rows are
+# few (split-K), leaving per-split partials (max, sum of exp(x - max), argmax). Pass 2 is one
+# tiny program per batch row that merges the partials and applies the gate.
+
+_INT_MAX = 2147483647
+
+
+@lazy_kernel
+def _partials_kernel(
+    logits_ptr,  # [B, L, V], last dim contiguous
+    masked_ptr,  # [B, L] bool
+    part_m_ptr,  # [R, n_split] fp32: max logit of the split
+    part_s_ptr,  # [R, n_split] fp32: sum exp(x - max) over the split
+    part_i_ptr,  # [R, n_split] int32: lowest index of the max
+    L,
+    V,
+    chunk,  # vocabulary entries per split, a multiple of BLOCK_V
+    n_split,
+    stride_lb,
+    stride_ll,
+    stride_mb,
+    stride_ml,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    b = row // L
+    pos = row % L
+    is_masked = tl.load(masked_ptr + b * stride_mb + pos * stride_ml)
+    start = split * chunk
+    end = tl.minimum(start + chunk, V)
+    end = tl.where(is_masked, end, start)  # committed positions read no logits
+    base = logits_ptr + b.to(tl.int64) * stride_lb + pos.to(tl.int64) * stride_ll
+    cols = tl.arange(0, BLOCK_V)
+    # Per-lane online softmax: each lane keeps its own max, rescaled sum and first argmax, so
+    # the loop has no cross-thread reduction and one exp per element.
+    m_vec = tl.full([BLOCK_V], float("-inf"), tl.float32)
+    s_vec = tl.zeros([BLOCK_V], tl.float32)
+    i_vec = tl.full([BLOCK_V], _INT_MAX, tl.int32)
+    for off in range(start, end, BLOCK_V):
+        idx = off + cols
+        x = tl.load(base + idx, mask=idx < end, other=float("-inf")).to(tl.float32)
+        gt = x > m_vec  # strict: an earlier index keeps a tie
+        e = tl.exp(-tl.abs(x - m_vec))  # exp(x - m) or, for a new max, exp(m_old - x)
+        e = tl.where(x == float("-inf"), 0.0, e)  # -inf - -inf is NaN; its weight is 0
+        s_vec = tl.where(gt, s_vec * e + 1.0, s_vec + e)
+        i_vec = tl.where(gt, idx, i_vec)
+        m_vec = tl.where(gt, x, m_vec)
+    m = tl.max(m_vec, axis=0)
+    w = tl.where(m_vec == float("-inf"), 0.0, tl.exp(m_vec - m))
+    s = tl.sum(s_vec * w, axis=0)
+    i = tl.min(tl.where(m_vec == m, i_vec, _INT_MAX), axis=0)
+    out = row * n_split + split
+    tl.store(part_m_ptr + out, m)
+    tl.store(part_s_ptr + out, s)
+    tl.store(part_i_ptr + out, i)
+
+
+@lazy_kernel
+def _commit_kernel(
+    part_m_ptr,
+    part_s_ptr,
+    part_i_ptr,
+    tau_ptr,  # [B] fp32
+    masked_ptr,  # [B, L] bool, cleared where committed
+    tokens_ptr,  # [B, L] int64, argmax written where committed
+    committed_ptr,  # [B, L] bool, every entry written
+    L,
+    n_split,
+    stride_mb,
+    stride_ml,
+    stride_tb,
+    stride_tl,
+    stride_cb,
+    stride_cl,
+    BLOCK_L: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    b = tl.program_id(0)
+    tau = tl.load(tau_ptr + b)
+    offs_l = tl.arange(0, BLOCK_L)
+    offs_s = tl.arange(0, BLOCK_S)
+    any_pass = tl.full([], 0, tl.int32)
+    best_val = tl.full([], -2.0, tl.float32)  # masked confidences are > 0, unmasked -1
+    best_pos = tl.full([], 0, tl.int32)
+    # Sweep 0 finds whether any position passes and the most confident masked one; sweep 1
+    # writes the commits. Both merge the (tiny) partials again rather than keep them around.
+    for sweep in tl.static_range(2):
+        for l0 in range(0, L, BLOCK_L):
+            pos = l0 + offs_l
+            in_row = pos < L
+            mask_at = masked_ptr + b * stride_mb + pos * stride_ml
+            msk = tl.load(mask_at, mask=in_row, other=0) != 0
+            idx = (b * L + pos)[:, None] * n_split + offs_s[None, :]  # [BLOCK_L, BLOCK_S]
+            ok = in_row[:, None] & (offs_s[None, :] < n_split)
+            m = tl.load(part_m_ptr + idx, mask=ok, other=float("-inf"))
+            s = tl.load(part_s_ptr + idx, mask=ok, other=0.0)
+            i = tl.load(part_i_ptr + idx, mask=ok, other=_INT_MAX)
+            mm = tl.max(m, axis=1)
+            w = tl.where(m == float("-inf"), 0.0, tl.exp(m - mm[:, None]))
+            total = tl.sum(s * w, axis=1)
+            conf = tl.where(msk, 1.0 / total, -1.0)  # max softmax probability = exp(0) / total
+            if sweep == 0:
+                passed = (msk & (conf >= tau)).to(tl.int32)
+                any_pass = tl.maximum(any_pass, tl.max(passed, axis=0))
+                cmax = tl.max(conf, axis=0)
+                cpos = tl.min(tl.where(conf == cmax, pos, _INT_MAX), axis=0)
+                better = cmax > best_val  # strict: the lower position keeps a tie
+                best_pos = tl.where(better, cpos, best_pos)
+                best_val = tl.where(better, cmax, best_val)
+            else:
+                ids = tl.min(tl.where(m == mm[:, None], i, _INT_MAX), axis=1)
+                # Force the most confident masked position when masked ones exist but none passed.
+                force = (any_pass == 0) & (best_val >= 0.0)
+                forced_pos = tl.where(force, best_pos, -1)
+                commit = msk & ((conf >= tau) | (pos == forced_pos))
+                tok_at = tokens_ptr + b * stride_tb + pos * stride_tl
+                tl.store(tok_at, ids.to(tl.int64), mask=commit)
+                tl.store(mask_at, msk & ~commit, mask=in_row)
+                tl.store(committed_ptr + b * stride_cb + pos * stride_cl, commit, mask=in_row)
+
+
 def confidence_commit_triton(
-    logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, tau: torch.Tensor
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    masked: torch.Tensor,
+    tau: torch.Tensor,
+    *,
+    block_v: int | None = None,
+    n_split: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
-    # Placeholder until the fused kernel lands: same semantics through the reference.
-    return confidence_commit_reference(logits, tokens, masked, tau)
+    """The fused kernels; tau is [B] float32. block_v / n_split / num_warps override tuning."""
+    b, n, v = logits.shape
+    committed = torch.empty((b, n), dtype=torch.bool, device=logits.device)
+    if b * n == 0:
+        return committed
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    rows = b * n
+    if block_v is None:
+        # 16-byte loads per thread, several per iteration; small tiles for small vocabularies.
+        block_v = min(4096 if logits.element_size() == 2 else 2048, triton.next_power_of_2(v))
+    if num_warps is None:
+        num_warps = 8 if block_v >= 2048 else 4
+    tiles = triton.cdiv(v, block_v)
+    if n_split is None:
+        # Enough programs to keep every SM streaming: few rows get split over the vocabulary.
+        target = 8 * multiprocessor_count(logits.device)
+        n_split = min(tiles, max(1, triton.cdiv(target, rows)))
+    chunk = triton.cdiv(tiles, max(1, n_split)) * block_v
+    n_split = triton.cdiv(v, chunk)
+    part_m = torch.empty((rows, n_split), dtype=torch.float32, device=logits.device)
+    part_s = torch.empty_like(part_m)
+    part_i = torch.empty((rows, n_split), dtype=torch.int32, device=logits.device)
+    _partials_kernel[(rows, n_split)](
+        logits, masked, part_m, part_s, part_i, n, v, chunk, n_split,
+        logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
+        BLOCK_V=block_v, num_warps=num_warps,
+    )  # fmt: skip
+    block_s = triton.next_power_of_2(n_split)
+    block_l = max(1, min(triton.next_power_of_2(n), 4096 // block_s))
+    _commit_kernel[(b,)](
+        part_m, part_s, part_i, tau, masked, tokens, committed, n, n_split,
+        masked.stride(0), masked.stride(1), tokens.stride(0), tokens.stride(1),
+        committed.stride(0), committed.stride(1),
+        BLOCK_L=block_l, BLOCK_S=block_s, num_warps=4,
+    )  # fmt: skip
+    return committed

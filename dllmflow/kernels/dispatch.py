@@ -9,6 +9,7 @@ DLLMFLOW_KERNELS overrides the choice:
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -48,26 +49,49 @@ def choose_backend(*tensors: torch.Tensor) -> Backend:
 
 
 class LazyKernel:
-    """A Triton kernel compiled on first launch, not at import.
+    """A Triton function built on first use, not at import.
 
     triton.jit decides between the compiler and the CPU interpreter when it decorates a
     function, so decorating at import would freeze whatever TRITON_INTERPRET said then.
-    Wrapping lets tests switch the interpreter on after dllmflow.kernels was imported.
-    Kernel bodies wrapped this way must only call triton.language builtins.
+    Wrapping lets tests switch the interpreter on after dllmflow.kernels was imported. Helpers
+    a kernel calls are LazyKernels too; each build swaps them for their build of the same mode.
     """
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self._built: dict[bool, Any] = {}
 
-    def __getitem__(self, grid: Any) -> Any:
-        key = interpret_mode()
-        if key not in self._built:
+    def build(self, interpret: bool) -> Any:
+        if interpret not in self._built:
             import triton
 
-            self._built[key] = triton.jit(self.fn)
-        return self._built[key][grid]
+            scope = dict(self.fn.__globals__)
+            for name in self.fn.__code__.co_names:  # the globals this body refers to
+                value = scope.get(name)
+                if isinstance(value, LazyKernel) and value is not self:
+                    scope[name] = value.build(interpret)
+            fn = types.FunctionType(self.fn.__code__, scope, self.fn.__name__, self.fn.__defaults__)
+            fn.__qualname__ = self.fn.__qualname__
+            fn.__doc__ = self.fn.__doc__
+            self._built[interpret] = triton.jit(fn)
+        return self._built[interpret]
+
+    def __getitem__(self, grid: Any) -> Any:
+        return self.build(interpret_mode())[grid]
 
 
 def lazy_kernel(fn: Callable[..., Any]) -> LazyKernel:
     return LazyKernel(fn)
+
+
+_SM_COUNT: dict[str, int] = {}
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """SMs on a CUDA device (cached); a small stand-in for CPU tensors under the interpreter."""
+    if device.type != "cuda":
+        return 4
+    key = str(device)
+    if key not in _SM_COUNT:
+        _SM_COUNT[key] = torch.cuda.get_device_properties(device).multi_processor_count
+    return _SM_COUNT[key]

@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import jsonschema
-
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ACTION_OPEN, ACTION_CLOSE = "<action>", "</action>"
 
@@ -68,7 +66,7 @@ ACTION_SCHEMA: dict[str, Any] = {
 
 
 class ActionError(ValueError):
-    """An action that cannot be parsed or does not match its schema; the message is for the agent."""
+    """An action that cannot be parsed or fails its schema; the message is for the agent."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,8 @@ def validate_action(payload: Any) -> Action:
     tool = payload.get("tool")
     if tool not in TOOL_NAMES:
         raise ActionError(f"unknown tool {tool!r}; tools: {', '.join(TOOL_NAMES)}")
+    import jsonschema  # imported here so the format (and the trainer) work without it installed
+
     try:
         jsonschema.validate(payload, ACTION_SCHEMA)
         jsonschema.validate(payload["args"], TOOL_ARG_SCHEMAS[tool])
@@ -133,5 +133,11 @@ def parse_turn(text: str) -> ParsedTurn:
         return ParsedTurn(thinking, None, str(exc))
 
 
-def render_turn(thinking: str, action: Action) -> str:
-    return f"{THINK_OPEN}{thinking}{THINK_CLOSE}\n{ACTION_OPEN}{action.to_json()}{ACTION_CLOSE}"
+def render_turn(thinking: str, action: Action, *, action_first: bool = False) -> str:
+    """The turn text; ``action_first`` (P-ReAct order) puts the action span before the thinking.
+
+    parse_turn reads both orders.
+    """
+    think = f"{THINK_OPEN}{thinking}{THINK_CLOSE}"
+    act = f"{ACTION_OPEN}{action.to_json()}{ACTION_CLOSE}"
+    return f"{act}\n{think}" if action_first else f"{think}\n{act}"

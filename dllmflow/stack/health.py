@@ -1,0 +1,131 @@
+"""Health checks that talk to each server for real (a query, a ping, an RPC), never a pid check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from dataclasses import asdict, dataclass
+
+import psycopg
+import redis
+
+from dllmflow.config import Settings
+
+
+@dataclass
+class Health:
+    name: str
+    healthy: bool
+    address: str
+    embedded: bool
+    version: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def redact(url: str) -> str:
+    """Hide a password in a URL before it is printed."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def check_postgres(settings: Settings, timeout: float = 3.0) -> Health:
+    url = settings.effective_database_url
+    health = Health("postgres", False, redact(url), settings.embedded("postgres"))
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=max(1, int(timeout))) as conn:
+            health.version = conn.execute("SHOW server_version").fetchone()[0]
+            head = None
+            if _has_alembic(conn):
+                head = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            health.detail = f"schema {head[0]}" if head else "schema not migrated"
+            health.healthy = True
+    except psycopg.Error as exc:
+        health.detail = _first_line(exc)
+    return health
+
+
+def _has_alembic(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()[0]
+
+
+def check_redis(settings: Settings, timeout: float = 3.0) -> Health:
+    url = settings.effective_redis_url
+    health = Health("redis", False, redact(url), settings.embedded("redis"))
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            client.ping()
+            health.version = str(client.info("server")["redis_version"])
+            health.healthy = True
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError) as exc:
+        health.detail = _first_line(exc)
+    return health
+
+
+def check_temporal(settings: Settings, timeout: float = 5.0) -> Health:
+    address = settings.effective_temporal_address
+    health = Health("temporal", False, address, settings.embedded("temporal"))
+    try:
+        health.version = asyncio.run(asyncio.wait_for(_temporal_version(settings), timeout))
+        health.healthy = True
+        if settings.embedded("temporal"):
+            health.detail = f"web ui {settings.temporal_ui_url}"
+    except Exception as exc:  # connection errors come in many RPC shapes
+        health.detail = _first_line(exc) or type(exc).__name__
+    return health
+
+
+async def _temporal_version(settings: Settings) -> str:
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+    from temporalio.client import Client
+
+    client = await Client.connect(
+        settings.effective_temporal_address, namespace=settings.temporal_namespace
+    )
+    info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+    return info.server_version or "unknown"
+
+
+def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
+    address = settings.effective_ray_address
+    health = Health("ray", False, address, settings.embedded("ray"))
+    dashboard = settings.effective_ray_dashboard_url
+    if dashboard is None:
+        health.detail = "set DLLMFLOW_RAY_DASHBOARD_URL to health-check an external Ray cluster"
+        return health
+    try:
+        with urllib.request.urlopen(f"{dashboard}/api/version", timeout=timeout) as resp:
+            payload = json.loads(resp.read())
+        health.version = payload.get("ray_version")
+        health.healthy = True
+        health.detail = f"dashboard {dashboard}"
+    except (OSError, ValueError) as exc:
+        health.detail = _first_line(exc)
+    return health
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+CHECKS = {
+    "postgres": check_postgres,
+    "redis": check_redis,
+    "temporal": check_temporal,
+    "ray": check_ray,
+}

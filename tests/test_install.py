@@ -1,0 +1,18 @@
+"""The install itself: a CPU machine must not have pulled in gigabytes of CUDA wheels."""
+
+from __future__ import annotations
+
+from importlib.metadata import distributions
+
+import torch
+
+
+def test_no_cuda_wheels_on_a_cpu_install() -> None:
+    if torch.cuda.is_available():
+        return  # a GPU machine legitimately carries the CUDA runtime wheels
+    cuda_wheels = sorted(
+        d.metadata["Name"]
+        for d in distributions()
+        if (d.metadata["Name"] or "").lower().startswith("nvidia-")
+    )
+    assert cuda_wheels == [], f"CUDA wheels installed on a machine without a GPU: {cuda_wheels}"

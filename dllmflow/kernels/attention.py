@@ -8,10 +8,10 @@ kv_lens[b] (the active block's own keys are already written at the end of that r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from .checks import (
     FLOAT_DTYPES,
@@ -21,7 +21,7 @@ from .checks import (
     require_tensor,
     resolve_scale,
 )
-from .dispatch import interpret_mode, lazy_kernel, multiprocessor_count
+from .dispatch import ceil_div, interpret_mode, lazy_kernel, multiprocessor_count, next_pow2
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -99,6 +99,9 @@ def check_decode_args(q: object, k: object, v: object, kv_lens: object, scale: o
 # cannot fill the GPU, and a small second kernel merges the splits by their log-sum-exp.
 
 _LOG2E = 1.4426950408889634
+
+if TYPE_CHECKING:
+    import triton.language as tl
 
 
 @lazy_kernel
@@ -297,12 +300,12 @@ def block_causal_forward_triton(
     out = torch.empty_like(q)
     if out.numel() == 0:
         return out
-    block_d = max(16, triton.next_power_of_2(d))
+    block_d = max(16, next_pow2(d))
     block_m = block_m or (128 if q.is_cuda else 16)
     block_n = block_n or (64 if q.is_cuda else 16)
     num_warps = num_warps or (8 if block_m >= 128 else 4)
     num_stages = num_stages or (3 if q.is_cuda else 1)
-    grid = (triton.cdiv(t, block_m), b * h)
+    grid = (ceil_div(t, block_m), b * h)
     _block_causal_kernel[grid](
         q, k, v, out, h, t, d, block_size, scale * _LOG2E,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -359,19 +362,19 @@ def block_decode_attention_triton(
     out = torch.empty_like(q)
     if out.numel() == 0:
         return out
-    block_d = max(16, triton.next_power_of_2(d))
-    block_m = min(64, max(16, triton.next_power_of_2(lb)))
+    block_d = max(16, next_pow2(d))
+    block_m = min(64, max(16, next_pow2(lb)))
     block_n = block_n or (64 if q.is_cuda else 16)
     num_warps = num_warps or 4
     num_stages = num_stages or (3 if q.is_cuda else 1)
-    m_tiles = triton.cdiv(lb, block_m)
-    tiles = triton.cdiv(s_len, block_n)
+    m_tiles = ceil_div(lb, block_m)
+    tiles = ceil_div(s_len, block_n)
     if n_split is None:
         # Split the cache until about two programs per SM are busy (flash-decoding).
         target = 2 * multiprocessor_count(q.device)
         n_split = min(tiles, max(1, target // (b * h * m_tiles)))
-    chunk = triton.cdiv(tiles, max(1, n_split)) * block_n
-    n_split = triton.cdiv(s_len, chunk)
+    chunk = ceil_div(tiles, max(1, n_split)) * block_n
+    n_split = ceil_div(s_len, chunk)
     split = n_split > 1
     if split:
         part_o = torch.empty((b * h, n_split, lb, d), dtype=torch.float32, device=q.device)
@@ -389,7 +392,7 @@ def block_decode_attention_triton(
     if split:
         _decode_merge_kernel[(b * h * lb,)](
             part_o, part_lse, out, h, lb, d, n_split, out.stride(0), out.stride(1),
-            out.stride(2), BLOCK_S=triton.next_power_of_2(n_split), BLOCK_D=block_d,
+            out.stride(2), BLOCK_S=next_pow2(n_split), BLOCK_D=block_d,
             num_warps=4 if block_d >= 128 else 1,
         )  # fmt: skip
     return out

@@ -7,12 +7,12 @@ single most confident one, so each step makes progress.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-import triton
-import triton.language as tl
 
 from .checks import FLOAT_DTYPES, require_dtype, require_same_device, require_shape, require_tensor
-from .dispatch import lazy_kernel, multiprocessor_count
+from .dispatch import ceil_div, lazy_kernel, multiprocessor_count, next_pow2
 
 
 def check_confidence_args(
@@ -66,7 +66,10 @@ def confidence_commit_reference(
 # few (split-K), leaving per-split partials (max, sum of exp(x - max), argmax). Pass 2 is one
 # tiny program per batch row that merges the partials and applies the gate.
 
-_INT_MAX = 2147483647
+if TYPE_CHECKING:
+    import triton.language as tl
+
+# Kernel bodies are built lazily (dispatch.LazyKernel); int32 max is written out as 2147483647.
 
 
 @lazy_kernel
@@ -100,7 +103,7 @@ def _partials_kernel(
     # the loop has no cross-thread reduction and one exp per element.
     m_vec = tl.full([BLOCK_V], float("-inf"), tl.float32)
     s_vec = tl.zeros([BLOCK_V], tl.float32)
-    i_vec = tl.full([BLOCK_V], _INT_MAX, tl.int32)
+    i_vec = tl.full([BLOCK_V], 2147483647, tl.int32)
     for off in range(start, end, BLOCK_V):
         idx = off + cols
         x = tl.load(base + idx, mask=idx < end, other=float("-inf")).to(tl.float32)
@@ -113,7 +116,7 @@ def _partials_kernel(
     m = tl.max(m_vec, axis=0)
     w = tl.where(m_vec == float("-inf"), 0.0, tl.exp(m_vec - m))
     s = tl.sum(s_vec * w, axis=0)
-    i = tl.min(tl.where(m_vec == m, i_vec, _INT_MAX), axis=0)
+    i = tl.min(tl.where(m_vec == m, i_vec, 2147483647), axis=0)
     out = row * n_split + split
     tl.store(part_m_ptr + out, m)
     tl.store(part_s_ptr + out, s)
@@ -159,7 +162,7 @@ def _commit_kernel(
             ok = in_row[:, None] & (offs_s[None, :] < n_split)
             m = tl.load(part_m_ptr + idx, mask=ok, other=float("-inf"))
             s = tl.load(part_s_ptr + idx, mask=ok, other=0.0)
-            i = tl.load(part_i_ptr + idx, mask=ok, other=_INT_MAX)
+            i = tl.load(part_i_ptr + idx, mask=ok, other=2147483647)
             mm = tl.max(m, axis=1)
             w = tl.where(m == float("-inf"), 0.0, tl.exp(m - mm[:, None]))
             total = tl.sum(s * w, axis=1)
@@ -168,12 +171,12 @@ def _commit_kernel(
                 passed = (msk & (conf >= tau)).to(tl.int32)
                 any_pass = tl.maximum(any_pass, tl.max(passed, axis=0))
                 cmax = tl.max(conf, axis=0)
-                cpos = tl.min(tl.where(conf == cmax, pos, _INT_MAX), axis=0)
+                cpos = tl.min(tl.where(conf == cmax, pos, 2147483647), axis=0)
                 better = cmax > best_val  # strict: the lower position keeps a tie
                 best_pos = tl.where(better, cpos, best_pos)
                 best_val = tl.where(better, cmax, best_val)
             else:
-                ids = tl.min(tl.where(m == mm[:, None], i, _INT_MAX), axis=1)
+                ids = tl.min(tl.where(m == mm[:, None], i, 2147483647), axis=1)
                 # Force the most confident masked position when masked ones exist but none passed.
                 force = (any_pass == 0) & (best_val >= 0.0)
                 forced_pos = tl.where(force, best_pos, -1)
@@ -204,16 +207,16 @@ def confidence_commit_triton(
     rows = b * n
     if block_v is None:
         # 16-byte loads per thread, several per iteration; small tiles for small vocabularies.
-        block_v = min(4096 if logits.element_size() == 2 else 2048, triton.next_power_of_2(v))
+        block_v = min(4096 if logits.element_size() == 2 else 2048, next_pow2(v))
     if num_warps is None:
         num_warps = 8 if block_v >= 2048 else 4
-    tiles = triton.cdiv(v, block_v)
+    tiles = ceil_div(v, block_v)
     if n_split is None:
         # Enough programs to keep every SM streaming: few rows get split over the vocabulary.
         target = 8 * multiprocessor_count(logits.device)
-        n_split = min(tiles, max(1, triton.cdiv(target, rows)))
-    chunk = triton.cdiv(tiles, max(1, n_split)) * block_v
-    n_split = triton.cdiv(v, chunk)
+        n_split = min(tiles, max(1, ceil_div(target, rows)))
+    chunk = ceil_div(tiles, max(1, n_split)) * block_v
+    n_split = ceil_div(v, chunk)
     part_m = torch.empty((rows, n_split), dtype=torch.float32, device=logits.device)
     part_s = torch.empty_like(part_m)
     part_i = torch.empty((rows, n_split), dtype=torch.int32, device=logits.device)
@@ -222,8 +225,8 @@ def confidence_commit_triton(
         logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
         BLOCK_V=block_v, num_warps=num_warps,
     )  # fmt: skip
-    block_s = triton.next_power_of_2(n_split)
-    block_l = max(1, min(triton.next_power_of_2(n), 4096 // block_s))
+    block_s = next_pow2(n_split)
+    block_l = max(1, min(next_pow2(n), 4096 // block_s))
     _commit_kernel[(b,)](
         part_m, part_s, part_i, tau, masked, tokens, committed, n, n_split,
         masked.stride(0), masked.stride(1), tokens.stride(0), tokens.stride(1),

@@ -48,6 +48,28 @@ def choose_backend(*tensors: torch.Tensor) -> Backend:
     return "triton"
 
 
+def check_interpreter_consistent(interpret: bool) -> None:
+    """Triton fixes interpreter vs compiler for its own library when it is first imported."""
+    import triton.language as tl
+
+    library_interpreted = type(tl.zeros).__name__ == "InterpretedFunction"
+    if library_interpreted != interpret:
+        now = "set" if interpret else "unset"
+        then = "set" if library_interpreted else "unset"
+        raise RuntimeError(
+            f"TRITON_INTERPRET is {now} now but was {then} when triton was first imported; "
+            "set it before anything imports triton (tests/kernels/conftest.py does on CPU)"
+        )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 class LazyKernel:
     """A Triton function built on first use, not at import.
 
@@ -64,8 +86,12 @@ class LazyKernel:
     def build(self, interpret: bool) -> Any:
         if interpret not in self._built:
             import triton
+            import triton.language as tl
 
-            scope = dict(self.fn.__globals__)
+            check_interpreter_consistent(interpret)
+            # Modules import triton lazily (importing dllmflow.kernels must not fix Triton's mode),
+            # so the build supplies the names the kernel bodies use.
+            scope = {**self.fn.__globals__, "tl": tl, "triton": triton}
             for name in self.fn.__code__.co_names:  # the globals this body refers to
                 value = scope.get(name)
                 if isinstance(value, LazyKernel) and value is not self:

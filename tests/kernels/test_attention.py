@@ -1,0 +1,139 @@
+"""Block-causal and decode attention: Triton (interpreter on CPU, compiled on CUDA) against the
+SDPA references, computed in fp32 on the same inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dllmflow.kernels import block_causal_attention, block_decode_attention
+from dllmflow.kernels.attention import (
+    block_causal_attention_reference,
+    block_causal_attention_triton,
+    block_causal_mask,
+    block_decode_attention_reference,
+    block_decode_attention_triton,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}  # max abs error
+HYPOTHESIS = settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def randn(shape, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g).to(dtype).to(device)
+
+
+def assert_close(out, ref, dtype):
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    err = (out.float() - ref.float()).abs().max().item()
+    assert err <= TOL[dtype], f"max abs error {err} > {TOL[dtype]} for {dtype}"
+
+
+def causal_ref(q, k, v, block_size, scale):
+    return block_causal_attention_reference(q.float(), k.float(), v.float(), block_size, scale)
+
+
+@HYPOTHESIS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 2),
+    h=st.integers(1, 2),
+    t=st.integers(1, 48),
+    d=st.sampled_from([8, 16, 24, 64]),
+    block_size=st.integers(1, 40),
+    dtype=st.sampled_from(DTYPES),
+)
+def test_block_causal_matches_reference(device, seed, b, h, t, d, block_size, dtype):
+    q, k, v = (randn((b, h, t, d), dtype, device, seed + i) for i in range(3))
+    out = block_causal_attention_triton(q, k, v, block_size, d**-0.5)
+    assert_close(out, causal_ref(q, k, v, block_size, d**-0.5), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t,block_size", [(50, 7), (33, 32), (40, 1), (20, 64)])
+def test_block_causal_edge_shapes(device, dtype, t, block_size):
+    """block_size not dividing T, block_size 1 (causal) and block_size > T (bidirectional)."""
+    q, k, v = (randn((1, 2, t, 32), dtype, device, i) for i in range(3))
+    out = block_causal_attention_triton(q, k, v, block_size, 0.3)
+    assert_close(out, causal_ref(q, k, v, block_size, 0.3), dtype)
+
+
+def test_block_causal_mask_rule():
+    mask = block_causal_mask(7, 3, torch.device("cpu"))
+    assert mask[0, 2] and mask[2, 0] and not mask[2, 3] and mask[3, 5] and mask[6, 0]
+    assert not mask[5, 6] and mask[6, 6]
+
+
+def test_block_causal_strided_inputs(device):
+    qkv = randn((2, 40, 3, 2, 16), torch.float16, device, 3)  # [B, T, 3, H, D] like a fused proj
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # non-contiguous [B, H, T, D]
+    out = block_causal_attention_triton(q, k, v, 8, 0.25)
+    assert_close(out, causal_ref(q, k, v, 8, 0.25), torch.float16)
+
+
+def test_block_causal_gradients_match_reference(device):
+    q, k, v = (randn((1, 2, 20, 16), torch.float32, device, i).requires_grad_() for i in range(3))
+    out = block_causal_attention_triton(q, k, v, 6, 0.25)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    q2, k2, v2 = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    ref = block_causal_attention_reference(q2, k2, v2, 6, 0.25)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q2, k2, v2))
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert (g - r).abs().max().item() < 1e-4
+
+
+def decode_case(b, h, lb, s, d, lens, dtype, device, seed):
+    q = randn((b, h, lb, d), dtype, device, seed)
+    k = randn((b, h, s, d), dtype, device, seed + 1)
+    v = randn((b, h, s, d), dtype, device, seed + 2)
+    kv_lens = torch.tensor(lens, device=device)
+    # Padding past kv_lens holds NaN: any read of it would poison the output.
+    pad = torch.arange(s, device=device)[None, None, :, None] >= kv_lens[:, None, None, None]
+    ref = block_decode_attention_reference(q.float(), k.float(), v.float(), kv_lens, d**-0.5)
+    return q, k.masked_fill(pad, float("nan")), v.masked_fill(pad, float("nan")), kv_lens, ref
+
+
+@HYPOTHESIS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 3),
+    h=st.integers(1, 2),
+    lb=st.integers(1, 20),
+    extra=st.integers(0, 70),
+    d=st.sampled_from([8, 16, 40, 64]),
+    dtype=st.sampled_from(DTYPES),
+    n_split=st.sampled_from([None, 1, 2, 7]),
+    data=st.data(),
+)
+def test_decode_matches_reference(device, seed, b, h, lb, extra, d, dtype, n_split, data):
+    s = lb + extra
+    lens = [data.draw(st.integers(lb, s)) for _ in range(b)]
+    q, k, v, kv_lens, ref = decode_case(b, h, lb, s, d, lens, dtype, device, seed)
+    out = block_decode_attention_triton(q, k, v, kv_lens, d**-0.5, n_split=n_split)
+    assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_split", [1, 4])
+def test_decode_short_kv_lens(device, dtype, n_split):
+    """kv_lens far below S, equal to the block, or equal to S; splits past kv_len stay empty."""
+    q, k, v, kv_lens, ref = decode_case(3, 2, 16, 100, 32, [16, 37, 100], dtype, device, 5)
+    out = block_decode_attention_triton(q, k, v, kv_lens, 32**-0.5, n_split=n_split)
+    assert_close(out, ref, dtype)
+
+
+def test_public_entry_points_use_triton_when_asked(device, monkeypatch):
+    monkeypatch.setenv("DLLMFLOW_KERNELS", "triton")
+    q, k, v = (randn((1, 2, 24, 16), torch.float16, device, i) for i in range(3))
+    assert_close(block_causal_attention(q, k, v, 8), causal_ref(q, k, v, 8, 0.25), torch.float16)
+    qd, k, v, kv_lens, ref = decode_case(2, 2, 8, 40, 16, [8, 30], torch.float16, device, 9)
+    assert_close(block_decode_attention(qd, k, v, kv_lens), ref, torch.float16)

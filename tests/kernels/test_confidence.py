@@ -1,0 +1,150 @@
+"""Fused confidence/commit: Triton (interpreter on CPU, compiled on CUDA) against the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dllmflow.kernels import confidence_commit
+from dllmflow.kernels.confidence import (
+    confidence_commit_reference,
+    confidence_commit_triton,
+)
+
+# The interpreter evaluates both sides of tl.where in numpy, which warns on -inf lanes.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+HYPOTHESIS = settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def run_both(logits, tokens, masked, tau, **tuning):
+    """Run reference and Triton on copies; assert identical commits, tokens and masks."""
+    b = logits.shape[0]
+    tau_rows = tau if isinstance(tau, torch.Tensor) else torch.full((b,), float(tau))
+    tau_rows = tau_rows.to(device=logits.device, dtype=torch.float32)
+    t_ref, m_ref = tokens.clone(), masked.clone()
+    t_tri, m_tri = tokens.clone(), masked.clone()
+    c_ref = confidence_commit_reference(logits, t_ref, m_ref, tau_rows)
+    c_tri = confidence_commit_triton(logits, t_tri, m_tri, tau_rows, **tuning)
+    assert torch.equal(c_tri, c_ref), (c_tri, c_ref)
+    assert torch.equal(t_tri, t_ref)
+    assert torch.equal(m_tri, m_ref)
+    # Semantics that hold whatever the backend.
+    assert torch.equal(m_ref, masked & ~c_ref)
+    assert not (c_ref & ~masked).any()
+    assert torch.equal(t_ref[~c_ref], tokens[~c_ref])
+    has_masked = masked.any(dim=1)
+    assert torch.equal(c_ref.any(dim=1), has_masked)  # progress on every row with masks
+    return c_ref, t_ref
+
+
+def random_case(seed, b, n, v, dtype, device, p_masked=0.7, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(b, n, v, generator=g) * scale).to(dtype).to(device)
+    tokens = torch.randint(0, v, (b, n), generator=g).to(device)
+    masked = (torch.rand(b, n, generator=g) < p_masked).to(device)
+    return logits, tokens, masked
+
+
+@HYPOTHESIS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    b=st.integers(1, 3),
+    n=st.integers(1, 9),
+    v=st.integers(1, 700),
+    dtype=st.sampled_from(DTYPES),
+    tau=st.floats(0.0, 1.0),
+    block_v=st.sampled_from([16, 64, 128]),
+    n_split=st.sampled_from([None, 1, 2, 5]),
+    p_masked=st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_matches_reference(device, seed, b, n, v, dtype, tau, block_v, n_split, p_masked):
+    logits, tokens, masked = random_case(seed, b, n, v, dtype, device, p_masked)
+    run_both(logits, tokens, masked, tau, block_v=block_v, n_split=n_split)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_masked_and_none_masked(device, dtype):
+    logits, tokens, _ = random_case(1, 3, 6, 333, dtype, device)
+    masked = torch.ones(3, 6, dtype=torch.bool, device=device)
+    committed, _ = run_both(logits, tokens, masked, 0.5, block_v=64)
+    assert committed.any(dim=1).all()
+    masked = torch.zeros(3, 6, dtype=torch.bool, device=device)
+    committed, new_tokens = run_both(logits, tokens, masked, 0.0, block_v=64)
+    assert not committed.any()
+    assert torch.equal(new_tokens, tokens)
+
+
+def test_tau_zero_commits_every_masked_position(device):
+    logits, tokens, masked = random_case(2, 2, 7, 257, torch.float32, device)
+    committed, new_tokens = run_both(logits, tokens, masked, 0.0, block_v=64, n_split=3)
+    assert torch.equal(committed, masked)
+    assert torch.equal(new_tokens[masked], logits.argmax(-1)[masked])
+
+
+def test_tau_one_commits_only_certain_positions(device):
+    logits, tokens, masked = random_case(3, 2, 8, 300, torch.float32, device, p_masked=1.0)
+    logits[0, 2, 17] = 1e4  # p == 1.0 exactly in fp32
+    logits[0, 5, 299] = 1e4
+    committed, new_tokens = run_both(logits, tokens, masked, 1.0, block_v=64, n_split=2)
+    assert committed[0].nonzero().flatten().tolist() == [2, 5]
+    assert new_tokens[0, 2] == 17 and new_tokens[0, 5] == 299
+    assert committed[1].sum() == 1  # nothing certain: the single most confident one
+
+
+def test_fallback_picks_most_confident_then_lowest_position(device):
+    logits, tokens, masked = random_case(4, 1, 6, 200, torch.float32, device, p_masked=1.0)
+    logits[0, 4] = 0.0
+    logits[0, 4, 9] = 20.0  # far more confident than any random row
+    logits[0, 1] = logits[0, 4]  # same confidence at positions 1 and 4
+    masked[0, 1] = False  # ...but 1 is already committed
+    committed, _ = run_both(logits, tokens, masked, 1.0, block_v=64)
+    assert committed[0].nonzero().flatten().tolist() == [4]
+    masked[0, 1] = True
+    committed, _ = run_both(logits, tokens, masked, 1.0, block_v=64)
+    assert committed[0].nonzero().flatten().tolist() == [1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_argmax_ties_take_lowest_id_across_tiles_and_splits(device, dtype):
+    v = 1000  # not a multiple of the tile
+    logits = torch.zeros(1, 3, v)
+    logits[0, 0, [700, 5, 999]] = 4.0  # lowest id 5, maxima in different tiles
+    logits[0, 1, [999, 998]] = 4.0
+    logits[0, 2, [130, 129, 128]] = 4.0  # 128 starts a tile when block_v divides it
+    logits = logits.to(dtype).to(device)
+    tokens = torch.full((1, 3), -1, dtype=torch.int64, device=device)
+    masked = torch.ones(1, 3, dtype=torch.bool, device=device)
+    for n_split in (1, 3, 8):
+        _, new_tokens = run_both(logits, tokens, masked, 0.0, block_v=128, n_split=n_split)
+        assert new_tokens[0].tolist() == [5, 998, 128]
+
+
+def test_per_row_tau(device):
+    logits, tokens, masked = random_case(5, 4, 8, 150, torch.float32, device, p_masked=1.0)
+    tau = torch.tensor([0.0, 1.0, 0.3, 0.05], device=device)
+    committed, _ = run_both(logits, tokens, masked, tau, block_v=64)
+    assert committed[0].all() and committed[1].sum() == 1
+
+
+def test_single_token_vocab_and_strided_inputs(device):
+    logits, tokens, masked = random_case(6, 2, 5, 1, torch.float32, device)
+    run_both(logits, tokens, masked, 0.9)  # p == 1 for a one-token vocabulary
+    big, tokens, masked = random_case(7, 2, 10, 90, torch.bfloat16, device)
+    run_both(big[:, ::2], tokens[:, ::2], masked[:, ::2], 0.2, block_v=32)  # row strides
+    run_both(big[:, :, ::3], tokens, masked, 0.2, block_v=32)  # non-unit vocab stride
+
+
+def test_public_entry_point_updates_in_place(device, monkeypatch):
+    monkeypatch.setenv("DLLMFLOW_KERNELS", "triton")
+    logits, tokens, masked = random_case(8, 2, 4, 64, torch.float16, device)
+    t_ref, m_ref = tokens.clone(), masked.clone()
+    expect = confidence_commit_reference(logits, t_ref, m_ref, torch.full((2,), 0.3).to(device))
+    committed = confidence_commit(logits, tokens, masked, 0.3)
+    assert torch.equal(committed, expect)
+    assert torch.equal(tokens, t_ref) and torch.equal(masked, m_ref)

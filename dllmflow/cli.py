@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.config import Settings, SettingsError, load_settings
 from dllmflow.stack.components import StackError
 from dllmflow.stack.health import Health
@@ -105,6 +106,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     print_health(rows, as_json)
     if not all(h.healthy for h in rows):
         raise typer.Exit(1)
+
+
+app.add_typer(corpus_app, name="corpus")
 
 
 def main() -> None:

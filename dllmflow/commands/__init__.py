@@ -1,0 +1,1 @@
+"""`dllmflow` sub-commands, one Typer app per module (registered in dllmflow.cli)."""

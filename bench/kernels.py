@@ -1,0 +1,560 @@
+"""Benchmark the denoising kernels against the torch code they replace.
+
+For each kernel, on one GPU: the Triton kernel, (a) the eager torch reference, (b) torch.compile
+of it and, for attention, (c) SDPA with an explicit mask, flash SDPA without a mask, and
+flex_attention with a block mask (training). Memory-bound kernels report achieved HBM bandwidth
+as a fraction of the GPU's datasheet peak; training attention reports TFLOP/s.
+
+    PYTHONPATH=. python bench/kernels.py --out bench/results        # full sweep (GPU)
+    PYTHONPATH=. python bench/kernels.py --quick --tune              # tuning sweep, no compile
+    TRITON_INTERPRET=1 PYTHONPATH=. python bench/kernels.py --smoke  # CPU check of this script
+
+Times are GPU medians from triton.testing.do_bench (L2 flushed before every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dllmflow.kernels.attention import (
+    block_causal_attention_reference,
+    block_causal_forward_triton,
+    block_decode_attention_reference,
+    block_decode_attention_triton,
+)
+from dllmflow.kernels.confidence import confidence_commit_reference, confidence_commit_triton
+
+# Datasheet peaks (SXM parts): HBM bytes/s and dense bf16 tensor FLOP/s.
+PEAKS = {"H200": (4.8e12, 989e12), "H100": (3.35e12, 989e12)}
+
+
+def device_peaks(name: str) -> tuple[float | None, float | None]:
+    for key, peaks in PEAKS.items():
+        if key in name:
+            return peaks
+    return None, None
+
+
+def bench(fn: Callable[[], object], rep_ms: int) -> float:
+    """Median seconds per call."""
+    if torch.cuda.is_available():
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=10, rep=rep_ms, return_mode="median") / 1e3
+    fn()
+    start = time.perf_counter()
+    for _ in range(3):
+        fn()
+    return (time.perf_counter() - start) / 3
+
+
+def compiled(fn: Callable, enabled: bool) -> Callable | None:
+    if not enabled:
+        return None
+    return torch.compile(fn, dynamic=False)
+
+
+def try_time(fn: Callable | None, rep_ms: int) -> float | None:
+    if fn is None:
+        return None
+    try:
+        return bench(fn, rep_ms)
+    except Exception as exc:  # a baseline that fails to build is reported, not fatal
+        print(f"  baseline failed: {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+        return None
+
+
+# ----------------------------------------------------------------------------- confidence/commit
+
+
+def bench_confidence(shapes, dev, peak_bw, rep_ms, compile_shapes) -> list[dict]:
+    rows = []
+    for shape in shapes:
+        rows.append(_confidence_case(*shape, dev, peak_bw, rep_ms, shape in compile_shapes))
+    return rows
+
+
+def _confidence_case(batch, block, vocab, dev, peak_bw, rep_ms, do_compile, tuning=None) -> dict:
+    g = torch.Generator(device=dev).manual_seed(0)
+    logits = torch.randn(batch, block, vocab, device=dev, generator=g, dtype=torch.bfloat16)
+    logits.mul_(4.0)
+    tokens = torch.zeros(batch, block, dtype=torch.int64, device=dev)
+    masked0 = torch.ones(batch, block, dtype=torch.bool, device=dev)
+    masked = masked0.clone()
+    tau = torch.full((batch,), 0.9, device=dev)
+
+    # Every call commits, so each timed call first restores the mask (timed alone too).
+    def reset():
+        masked.copy_(masked0)
+
+    def run(op):
+        def fn():
+            reset()
+            op(logits, tokens, masked, tau)
+
+        return fn
+
+    # Correctness on the benchmark input itself.
+    t_ref, m_ref, t_tri, m_tri = (
+        tokens.clone(),
+        masked0.clone(),
+        tokens.clone(),
+        masked0.clone(),
+    )
+    c_ref = confidence_commit_reference(logits, t_ref, m_ref, tau)
+    c_tri = confidence_commit_triton(logits, t_tri, m_tri, tau, **(tuning or {}))
+    match = bool(torch.equal(c_ref, c_tri) and torch.equal(t_ref, t_tri))
+
+    ref_c = compiled(confidence_commit_reference, do_compile)
+    t = {
+        "reset_only": bench(reset, rep_ms),
+        "triton": bench(run(lambda *a: confidence_commit_triton(*a, **(tuning or {}))), rep_ms),
+        "eager": bench(run(confidence_commit_reference), rep_ms),
+        "read_pass": bench(run(lambda lg, *_: lg.amax(dim=-1)), rep_ms),
+        "compiled": try_time(run(ref_c) if ref_c else None, rep_ms),
+    }
+    net = {k: (v - t["reset_only"] if v is not None else None) for k, v in t.items()}
+    nbytes = logits.numel() * logits.element_size()
+    row = {
+        "batch": batch,
+        "block": block,
+        "positions": batch * block,
+        "vocab": vocab,
+        "dtype": "bfloat16",
+        "logits_bytes": nbytes,
+        "commits_match_reference": match,
+        "time_us": {k: _us(v) for k, v in t.items()},
+        "net_time_us": {k: _us(v) for k, v in net.items() if k != "reset_only"},
+    }
+    if peak_bw:
+        row["hbm_fraction"] = {
+            k: round(nbytes / v / peak_bw, 4) for k, v in net.items() if v and k != "reset_only"
+        }
+    row["speedup_vs_eager"] = _ratio(net["eager"], net["triton"])
+    row["speedup_vs_compiled"] = _ratio(net["compiled"], net["triton"])
+    print(f"commit {batch}x{block}x{vocab}: " + _fmt(row["net_time_us"]), flush=True)
+    return row
+
+
+# ----------------------------------------------------------------------------- decode attention
+
+
+def bench_decode(shapes, dev, peak_bw, rep_ms, compile_shapes, heads, head_dim, block):
+    rows = []
+    for batch, cache in shapes:
+        do_compile = (batch, cache) in compile_shapes
+        rows.append(
+            _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block)
+        )
+    return rows
+
+
+def _decode_case(
+    batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block, tuning=None
+) -> dict:  # fmt: skip
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    scale = head_dim**-0.5
+    g = torch.Generator(device=dev).manual_seed(1)
+
+    def rnd(n, g=g, batch=batch):
+        return torch.randn(batch, heads, n, head_dim, device=dev, generator=g).bfloat16()
+
+    q, k, v = rnd(block), rnd(cache), rnd(cache)
+    kv_lens = torch.full((batch,), cache, dtype=torch.int32, device=dev)
+    ref = block_decode_attention_reference(q.float(), k.float(), v.float(), kv_lens, scale)
+    out = block_decode_attention_triton(q, k, v, kv_lens, scale, **(tuning or {}))
+    err = (out.float() - ref).abs().max().item()
+
+    def flash(q=q, k=k, v=v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+    ref_c = compiled(block_decode_attention_reference, do_compile)
+    t = {
+        "triton": bench(
+            lambda q=q, k=k, v=v, kv=kv_lens: block_decode_attention_triton(
+                q, k, v, kv, scale, **(tuning or {})
+            ),
+            rep_ms,
+        ),
+        "sdpa_explicit_mask": bench(
+            lambda q=q, k=k, v=v, kv=kv_lens: block_decode_attention_reference(q, k, v, kv, scale),
+            rep_ms,
+        ),
+        "sdpa_flash_no_mask": try_time(flash, rep_ms),
+        "compiled": try_time(
+            (lambda q=q, k=k, v=v, kv=kv_lens: ref_c(q, k, v, kv, scale)) if ref_c else None,
+            rep_ms,
+        ),
+    }
+    nbytes = (k.numel() + v.numel() + 2 * q.numel()) * 2
+    row = {
+        "batch": batch,
+        "heads": heads,
+        "head_dim": head_dim,
+        "block": block,
+        "kv_cache": cache,
+        "dtype": "bfloat16",
+        "bytes": nbytes,
+        "max_abs_err_vs_fp32_reference": err,
+        "time_us": {k: _us(v) for k, v in t.items()},
+        "speedup_vs_explicit_mask": _ratio(t["sdpa_explicit_mask"], t["triton"]),
+        "triton_over_flash": _ratio(t["triton"], t["sdpa_flash_no_mask"]),
+    }
+    if peak_bw:
+        row["hbm_fraction"] = {k: round(nbytes / v / peak_bw, 4) for k, v in t.items() if v}
+    print(f"decode b={batch} S={cache}: " + _fmt(row["time_us"]), flush=True)
+    return row
+
+
+# ----------------------------------------------------------------------------- training attention
+
+
+def visible_pairs(t: int, bs: int) -> int:
+    return sum(min(t, (i // bs + 1) * bs) for i in range(t))
+
+
+def bench_block_causal(shapes, dev, peak_flops, rep_ms, heads, head_dim, do_compile):
+    return [
+        _block_causal_case(*shape, dev, peak_flops, rep_ms, heads, head_dim, do_compile)
+        for shape in shapes
+    ]
+
+
+def _block_causal_case(
+    batch, t_len, bs, dev, peak_flops, rep_ms, heads, head_dim, do_compile, tuning=None
+) -> dict:  # fmt: skip
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    scale = head_dim**-0.5
+    g = torch.Generator(device=dev).manual_seed(2)
+    q, k, v = (
+        torch.randn(batch, heads, t_len, head_dim, device=dev, generator=g).bfloat16()
+        for _ in range(3)
+    )
+    ref = block_causal_attention_reference(q.float(), k.float(), v.float(), bs, scale)
+    out = block_causal_forward_triton(q, k, v, bs, scale, **(tuning or {}))
+    err = (out.float() - ref).abs().max().item()
+    del ref
+    flex = _flex(t_len, bs, dev) if do_compile else None
+
+    def flash_causal(q=q, k=k, v=v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
+    ref_c = compiled(block_causal_attention_reference, do_compile)
+    t = {
+        "triton": bench(
+            lambda: block_causal_forward_triton(q, k, v, bs, scale, **(tuning or {})), rep_ms
+        ),
+        "sdpa_dense_mask": bench(
+            lambda: block_causal_attention_reference(q, k, v, bs, scale), rep_ms
+        ),
+        "flex_block_mask": try_time((lambda: flex(q, k, v, scale)) if flex else None, rep_ms),
+        "compiled": try_time((lambda: ref_c(q, k, v, bs, scale)) if ref_c else None, rep_ms),
+        "sdpa_flash_causal (different mask, for scale)": try_time(flash_causal, rep_ms),
+    }
+    flops = 4 * batch * heads * head_dim * visible_pairs(t_len, bs)
+    row = {
+        "batch": batch,
+        "heads": heads,
+        "head_dim": head_dim,
+        "tokens": t_len,
+        "block_size": bs,
+        "dtype": "bfloat16",
+        "flops": flops,
+        "max_abs_err_vs_fp32_reference": err,
+        "time_us": {k: _us(v) for k, v in t.items()},
+        "tflops": {k: round(flops / v / 1e12, 1) for k, v in t.items() if v},
+        "speedup_vs_dense_mask": _ratio(t["sdpa_dense_mask"], t["triton"]),
+        "speedup_vs_flex": _ratio(t["flex_block_mask"], t["triton"]),
+    }
+    if peak_flops:
+        row["tensor_peak_fraction"] = {
+            k: round(flops / v / peak_flops, 4) for k, v in t.items() if v
+        }
+    print(f"block-causal b={batch} T={t_len}: " + _fmt(row["time_us"]), flush=True)
+    return row
+
+
+def _flex(t_len: int, bs: int, dev: str):
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError:
+        return None
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return kv_idx // bs <= q_idx // bs
+
+    block_mask = create_block_mask(mask_mod, None, None, t_len, t_len, device=dev)
+    flex = torch.compile(flex_attention, dynamic=False)
+    return lambda q, k, v, scale: flex(q, k, v, block_mask=block_mask, scale=scale)
+
+
+# ----------------------------------------------------------------------------- tuning
+
+
+def tune(dev: str, rep_ms: int) -> dict:
+    """Time a few launch configurations per kernel; prints and returns the best of each."""
+    best: dict = {}
+    for shape in [(1, 32, 151936), (32, 32, 151936), (64, 32, 131072)]:
+        best[f"commit {shape}"] = _tune_commit(shape, dev, rep_ms)
+    for batch, cache in ((1, 4096), (16, 4096), (4, 8192)):
+        best[f"decode {batch} {cache}"] = _tune_decode(batch, cache, dev, rep_ms)
+    best["block-causal"] = _tune_block_causal(dev, rep_ms)
+    return best
+
+
+def _report(label: str, results: list) -> list:
+    results.sort(key=lambda r: r[0])
+    print(f"tune {label}: " + "; ".join(f"{r[0]:.1f}us {r[1:]}" for r in results[:5]), flush=True)
+    return results[:5]
+
+
+def _tune_commit(shape, dev, rep_ms) -> list:
+    logits = torch.randn(*shape, device=dev, dtype=torch.bfloat16)
+    tokens = torch.zeros(shape[:2], dtype=torch.int64, device=dev)
+    masked0 = torch.ones(shape[:2], dtype=torch.bool, device=dev)
+    masked = masked0.clone()
+    tau = torch.full((shape[0],), 0.9, device=dev)
+
+    def timed(**cfg) -> float:
+        def fn():
+            masked.copy_(masked0)
+            confidence_commit_triton(logits, tokens, masked, tau, **cfg)
+
+        return bench(fn, rep_ms) * 1e6
+
+    results = [
+        (timed(block_v=bv, num_warps=w, n_split=s), bv, w, s)
+        for bv in (2048, 4096, 8192)
+        for w in (4, 8, 16)
+        for s in ((None, 16, 64) if shape[0] == 1 else (None,))
+    ]
+    results.append((bench(lambda: masked.copy_(masked0), rep_ms) * 1e6, "reset only"))
+    return _report(f"commit {shape}", results)
+
+
+def _tune_decode(batch, cache, dev, rep_ms) -> list:
+    q = torch.randn(batch, 32, 32, 128, device=dev).bfloat16()
+    k = torch.randn(batch, 32, cache, 128, device=dev).bfloat16()
+    v = torch.randn_like(k)
+    kv_lens = torch.full((batch,), cache, dtype=torch.int32, device=dev)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    results = []
+    for bn, w, st, mult in itertools.product((32, 64, 128), (4, 8), (2, 3), (1, 2)):
+        cfg = {"block_n": bn, "num_warps": w, "num_stages": st}
+        cfg["n_split"] = max(1, (mult * sms) // (batch * 32))
+        try:
+            us = bench(lambda cfg=cfg: block_decode_attention_triton(q, k, v, kv_lens, 0.09, **cfg),
+                       rep_ms) * 1e6  # fmt: skip
+        except Exception as exc:
+            print(f"  decode config failed {cfg}: {exc!s:.100}")
+            continue
+        results.append((us, bn, w, st, mult))
+    return _report(f"decode b={batch} S={cache}", results)
+
+
+def _tune_block_causal(dev, rep_ms) -> list:
+    q, k, v = (torch.randn(1, 32, 4096, 128, device=dev).bfloat16() for _ in range(3))
+    results = []
+    for bm, bn, w, st in [
+        (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3),
+        (64, 128, 4, 3),
+    ]:  # fmt: skip
+        cfg = {"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
+        try:
+            us = bench(lambda cfg=cfg: block_causal_forward_triton(q, k, v, 32, 0.09, **cfg),
+                       rep_ms) * 1e6  # fmt: skip
+        except Exception as exc:
+            print(f"  block-causal config failed {cfg}: {exc!s:.100}")
+            continue
+        results.append((us, bm, bn, w, st))
+    return _report("block-causal 1x32x4096", results)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e6, 2)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 2)
+
+
+def _fmt(times: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}us" if v is not None else f"{k} -" for k, v in times.items())
+
+
+def evaluate_targets(result: dict) -> dict:
+    """Issue 10's targets, checked against this run's numbers."""
+    out: dict = {}
+    big = [
+        r for r in result["confidence_commit"] if r["positions"] >= 256 and r["vocab"] >= 128_000
+    ]
+    if big and all("hbm_fraction" in r for r in big):
+        fr = min(r["hbm_fraction"]["triton"] for r in big)
+        out["commit >= 75% HBM peak (>=256 positions, vocab >= 128K)"] = {
+            "min": fr,
+            "met": fr >= 0.75,
+        }
+        sp = [r["speedup_vs_eager"] for r in big if r["speedup_vs_eager"]]
+        out["commit >= 8x eager"] = {"min": min(sp), "met": min(sp) >= 8} if sp else None
+        spc = [r["speedup_vs_compiled"] for r in big if r["speedup_vs_compiled"]]
+        out["commit >= 4x torch.compile"] = {"min": min(spc), "met": min(spc) >= 4} if spc else None
+    small = [
+        r for r in result["confidence_commit"] if r["positions"] == 32 and r["vocab"] == 151936
+    ]
+    if small:
+        us = small[0]["net_time_us"]["triton"]
+        out["commit <= 20 us at 1x32 x 152K"] = {"us": us, "met": us <= 20}
+    dec = [r for r in result["decode_attention"] if 1 <= r["batch"] <= 16]
+    if dec:
+        worst_flash = max(r["triton_over_flash"] or math.inf for r in dec)
+        worst_mask = min(r["speedup_vs_explicit_mask"] or 0 for r in dec)
+        out["decode within 10% of flash (no mask)"] = {
+            "worst_triton_over_flash": worst_flash,
+            "met": worst_flash <= 1.10,
+        }
+        out["decode >= 1.5x SDPA explicit mask"] = {"worst": worst_mask, "met": worst_mask >= 1.5}
+    train = [r for r in result["block_causal_attention"] if r["tokens"] == 4096]
+    if train:
+        flex = [r["speedup_vs_flex"] for r in train if r["speedup_vs_flex"]]
+        dense = [r["speedup_vs_dense_mask"] for r in train]
+        if flex:
+            out["training >= flex_attention"] = {"worst": min(flex), "met": min(flex) >= 1.0}
+        out["training >= 2x SDPA dense mask"] = {"worst": min(dense), "met": min(dense) >= 2.0}
+    return out
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    ax = axes[0]
+    for vocab in sorted({r["vocab"] for r in result["confidence_commit"]}):
+        rows = [r for r in result["confidence_commit"] if r["vocab"] == vocab]
+        xs = [r["positions"] for r in rows]
+        for name, style in (("triton", "-o"), ("compiled", "--s"), ("eager", ":x")):
+            ys = [r.get("hbm_fraction", {}).get(name) for r in rows]
+            if any(y is not None for y in ys):
+                ax.plot(xs, [y or float("nan") for y in ys], style, label=f"{name} V={vocab}")
+    ax.axhline(0.75, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set(
+        xlabel="positions (batch x 32)", ylabel="fraction of HBM peak", title="confidence/commit"
+    )
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    labels, series = [], {}
+    for r in result["decode_attention"]:
+        labels.append(f"b{r['batch']}\nS{r['kv_cache'] // 1024}K")
+        for name, us in r["time_us"].items():
+            series.setdefault(name, []).append(us or float("nan"))
+    width = 0.8 / max(1, len(series))
+    for i, (name, ys) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(ys))], ys, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels, fontsize=7)
+    ax.set(ylabel="us (lower is better)", title="decode attention (32 q, H=32, D=128)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for i, r in enumerate(result["block_causal_attention"]):
+        names = list(r["tflops"])
+        xs = [i * (len(names) + 1) + j for j in range(len(names))]
+        colors = [f"C{j}" for j in range(len(names))]
+        ax.bar(xs, list(r["tflops"].values()), color=colors, label=names if i == 0 else None)
+    ax.set(ylabel="TFLOP/s", title="training block-causal attention (T=4096, bs=32)")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{result['gpu']} — {result['command']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="bench/results", help="folder for kernels.json / kernels.png")
+    ap.add_argument("--quick", action="store_true", help="fewer shapes, no torch.compile / flex")
+    ap.add_argument("--tune", action="store_true", help="run the launch-configuration sweep first")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, for CPU checks")
+    ap.add_argument("--rep-ms", type=int, default=60)
+    args = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or "cpu"
+    peak_bw, peak_flops = device_peaks(name)
+    result: dict = {
+        "gpu": name,
+        "peak_hbm_bytes_per_s": peak_bw,
+        "peak_bf16_flops": peak_flops,
+        "command": "PYTHONPATH=. python " + shlex.join(sys.argv),
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "timing": "median of triton.testing.do_bench (L2 flushed each run); commit times are net "
+        "of restoring the [B, L] mask before each call (reset_only)",
+    }
+    if args.tune and dev == "cuda":
+        result["tuning"] = tune(dev, 30)
+    if args.smoke:
+        conf = [(2, 8, 500)]
+        dec = [(1, 40)]
+        train = [(1, 40, 8)]
+        heads, head_dim, block = 2, 16, 8
+    else:
+        vocabs = (32000, 131072, 151936)
+        batches = (1, 8, 32, 64) if not args.quick else (1, 32)
+        conf = [(b, 32, v) for v in vocabs for b in batches]
+        dec = [(b, s) for b in (1, 4, 16) for s in (1024, 4096, 8192)]
+        if args.quick:
+            dec = [(1, 4096), (16, 4096)]
+        train = [(1, 4096, 32), (4, 4096, 32)] if not args.quick else [(1, 4096, 32)]
+        heads, head_dim, block = 32, 128, 32
+    full = not (args.quick or args.smoke)
+    compile_conf = {(1, 32, 151936), (32, 32, 151936), (64, 32, 131072)} if full else set()
+    compile_dec = {(1, 4096), (16, 4096)} if full else set()
+    result["confidence_commit"] = bench_confidence(conf, dev, peak_bw, args.rep_ms, compile_conf)
+    result["decode_attention"] = bench_decode(
+        dec, dev, peak_bw, args.rep_ms, compile_dec, heads, head_dim, block
+    )
+    result["block_causal_attention"] = bench_block_causal(
+        train, dev, peak_flops, args.rep_ms, heads, head_dim, full
+    )
+    result["targets"] = evaluate_targets(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / "kernels.png")
+    print(json.dumps(result["targets"], indent=1))
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+if __name__ == "__main__":
+    if "--smoke" in sys.argv:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    main()

@@ -38,7 +38,7 @@ JsonOption = typer.Option(False, "--json", help="Print JSON on stdout.")
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -119,7 +119,9 @@ def load(
     size = file.stat().st_size
 
     def bad_line(bad: BadLine) -> None:
-        progress.console.print(f"[red]skipped[/] {file}:{bad.line}: {bad.reason}", highlight=False)
+        progress.console.print(
+            f"[red]skipped[/] {file}:{bad.line}: {bad.reason}", highlight=False, soft_wrap=True
+        )
 
     def advance(report: LoadReport, position: int) -> None:
         progress.update(task, completed=position, docs=report.loaded)

@@ -1,0 +1,140 @@
+"""search and fetch against Postgres: ranking, fallback, snippets, paging, hostile queries."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from sqlalchemy import inspect
+
+from dllmflow.models.local_search import PAGE_CHARS, InMemorySearch
+from dllmflow.store import corpus as store
+from dllmflow.store.db import get_engine
+from dllmflow.workers.tools import CorpusTools, ToolError, fetch, search
+from dllmflow.workers.tools.search import HIGHLIGHT, SNIPPET_CHARS
+from tests.tools.conftest import doc
+
+pytestmark = pytest.mark.integration
+
+RANKING_DOCS = [
+    doc("all-terms", "The quantum garden sits beside the old observatory on the hill."),
+    # Denser in two of the three terms, so an any-term ranking would put it first.
+    doc("two-terms", "Quantum garden. " * 30, title="Quantum Garden Quantum Garden"),
+    doc("one-term", "An observatory, an observatory and another observatory."),
+    doc("unrelated", "Nothing here mentions any of those words at all."),
+    doc("in-title", "A short note.", title="Heliograph"),
+    doc("in-body", "This long note mentions a heliograph once, among many other words."),
+]
+
+
+@pytest.fixture
+def ranked(stack, corpus_name):
+    store.load_documents(stack, RANKING_DOCS, corpus=corpus_name)
+    return corpus_name
+
+
+def ids(result) -> list[str]:
+    return [hit["id"] for hit in result.value]
+
+
+def test_document_with_every_query_term_ranks_first(stack, ranked):
+    result = search(stack, "quantum garden observatory", k=5, corpus=ranked)
+    assert ids(result)[0] == "all-terms"
+    assert set(ids(result)) == {"all-terms", "two-terms", "one-term"}  # then partial matches
+    assert result.corpus_version == 1
+
+
+def test_any_term_fallback_when_no_document_has_every_term(stack, ranked):
+    assert ids(search(stack, "observatory xylophonist", corpus=ranked))[:2] == [
+        "one-term",
+        "all-terms",
+    ]
+    assert search(stack, "xylophonist zeppelin", corpus=ranked).value == []
+
+
+def test_title_outranks_body(stack, ranked):
+    assert ids(search(stack, "heliograph", corpus=ranked)) == ["in-title", "in-body"]
+
+
+def test_results_have_the_in_memory_shape_and_short_highlighted_snippets(stack, ranked):
+    hits = search(stack, "observatory", k=3, corpus=ranked).value
+    reference = InMemorySearch(RANKING_DOCS).search("observatory", k=3)
+    assert [set(h) for h in hits] == [set(r) for r in reference]
+    for hit in hits:
+        assert len(hit["snippet"]) <= SNIPPET_CHARS
+        assert f"{HIGHLIGHT[0]}observatory{HIGHLIGHT[1]}" in hit["snippet"].lower()
+        assert hit["snippet"].count(HIGHLIGHT[0]) == hit["snippet"].count(HIGHLIGHT[1])
+
+
+def test_k_limits_results(stack, ranked):
+    assert (
+        len(search(stack, "quantum garden observatory heliograph", k=2, corpus=ranked).value) == 2
+    )
+
+
+def test_fetch_pages_like_the_in_memory_search(stack, corpus_name):
+    docs = [doc("long", "".join(f"sentence {i:04d}. " for i in range(300))), doc("short", "hi")]
+    store.load_documents(stack, docs, corpus=corpus_name)
+    reference = InMemorySearch(docs)
+    pages = reference.fetch("long")["pages"]
+    assert pages == -(-len(docs[0]["text"]) // PAGE_CHARS) > 1
+    for page in range(pages):
+        assert fetch(stack, "long", page, corpus=corpus_name).value == reference.fetch("long", page)
+    assert fetch(stack, "short", corpus=corpus_name).value == reference.fetch("short")
+    with pytest.raises(ToolError, match=rf"'long' has pages 0..{pages - 1}, not {pages}"):
+        fetch(stack, "long", pages, corpus=corpus_name)
+    with pytest.raises(ToolError, match="no document with id 'nope'") as err:
+        fetch(stack, "nope", corpus=corpus_name)
+    assert err.value.corpus_version == 1
+
+
+def test_fetch_by_url_and_the_episode_tools_adapter(stack, ranked):
+    by_url = fetch(stack, "https://corpus.example.org/in-title", corpus=ranked).value
+    assert by_url["id"] == "in-title"
+    tools = CorpusTools(stack, ranked)
+    assert tools.search("heliograph", k=1)[0]["id"] == "in-title"
+    with pytest.raises(KeyError, match="no document"):
+        tools.fetch("missing")
+
+
+HOSTILE = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(
+        [
+            "'; DROP TABLE documents; --",
+            '" OR 1=1 --',
+            "quantum' OR '1'='1",
+            "garden & !observatory | (",
+            "):* <-> !!! &&",
+            "\\",
+            "''''",
+            "$1 $$ $$",
+            "\x00quantum",
+            "\ud800 garden",
+            "-quantum -garden",
+            "or or or",
+            '"quantum garden"',
+        ]
+    ),
+)
+
+
+@hyp_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(query=HOSTILE, k=st.integers(1, 20))
+def test_hostile_queries_return_safe_results(stack, ranked, query, k):
+    result = search(stack, query, k=k, corpus=ranked)
+    known = {d["id"] for d in RANKING_DOCS}
+    assert len(result.value) <= k
+    assert {hit["id"] for hit in result.value} <= known
+    for hit in result.value:
+        assert set(hit) == {"id", "title", "url", "snippet"}
+    with pytest.raises(ToolError):
+        fetch(stack, query or "x", corpus=ranked)
+
+
+def test_schema_survives_the_hostile_queries(stack, ranked):
+    assert "documents" in inspect(get_engine(stack)).get_table_names()
+    assert ids(search(stack, "heliograph", corpus=ranked))[0] == "in-title"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dllmflow.commands import dlq, episodes
 from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.config import Settings, SettingsError, load_settings
 from dllmflow.stack.components import StackError
@@ -106,6 +108,21 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     print_health(rows, as_json)
     if not all(h.healthy for h in rows):
         raise typer.Exit(1)
+
+
+app.command("run")(user_errors(episodes.run_command))
+app.command("submit")(user_errors(episodes.submit_command))
+app.add_typer(episodes.app, name="episodes")
+app.add_typer(dlq.app, name="dlq")
+
+
+@app.command()
+@user_errors
+def worker() -> None:
+    """Run a Temporal worker for episodes (foreground)."""
+    from dllmflow.workers.episode_worker import run_worker
+
+    asyncio.run(run_worker(settings()))
 
 
 app.add_typer(corpus_app, name="corpus")

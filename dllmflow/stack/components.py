@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dllmflow.config import Settings
-from dllmflow.stack.health import CHECKS, Health, libpq_url
+from dllmflow.stack.health import CHECKS, Health, check_worker, libpq_url
 from dllmflow.stack.process import ProcessRecord, spawn, tail, terminate_tree, wait_until
 
 
@@ -303,6 +303,33 @@ class RayComponent(Component):
         return record
 
 
+class WorkerComponent(Component):
+    """The Temporal worker that runs episodes (`python -m dllmflow.workers.episode_worker`)."""
+
+    name = "worker"
+
+    def health(self) -> Health:
+        return check_worker(self.settings)
+
+    def start(self) -> ProcessRecord:
+        argv = [sys.executable, "-m", "dllmflow.workers.episode_worker"]
+        record = spawn(argv, self.log_path, env=settings_env(self.settings))
+        self._wait_healthy(record)
+        return record
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as DLLMFLOW_* variables, so a child process sees the same configuration."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"DLLMFLOW_{name.upper()}"] = str(value)
+    return env
+
+
 def ray_temp_dir(settings: Settings) -> Path:
     # Ray's unix socket paths must stay under ~107 bytes, so keep its temp dir short.
     import hashlib
@@ -316,6 +343,7 @@ COMPONENTS: dict[str, Callable[[Settings], Component]] = {
     "redis": RedisComponent,
     "temporal": TemporalComponent,
     "ray": RayComponent,
+    "worker": WorkerComponent,
 }
 
 

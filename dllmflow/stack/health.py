@@ -118,6 +118,37 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
     return health
 
 
+def check_worker(settings: Settings, timeout: float = 5.0) -> Health:
+    """Healthy when Temporal reports a live poller on the episode task queue."""
+    health = Health("worker", False, settings.task_queue, True)
+    try:
+        pollers = asyncio.run(asyncio.wait_for(_pollers(settings), timeout))
+        health.healthy = pollers > 0
+        health.detail = f"{pollers} poller(s) on task queue {settings.task_queue!r}"
+    except Exception as exc:
+        health.detail = _first_line(exc) or type(exc).__name__
+    return health
+
+
+async def _pollers(settings: Settings) -> int:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    client = await Client.connect(
+        settings.effective_temporal_address, namespace=settings.temporal_namespace
+    )
+    reply = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=settings.temporal_namespace,
+            task_queue=TaskQueue(name=settings.task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+    )
+    return len(reply.pollers)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from dllmflow.config import Settings
 from dllmflow.stack.components import COMPONENTS, StackError
-from dllmflow.stack.health import CHECKS, Health
+from dllmflow.stack.health import CHECKS, Health, check_worker
 from dllmflow.stack.process import ProcessRecord
 
-ORDER = ("postgres", "redis", "temporal", "ray")
+ORDER = ("postgres", "redis", "temporal", "ray", "worker")
+SERVICES = ("postgres", "redis", "temporal", "ray")  # external when their DLLMFLOW_* URL is set
 EXTERNAL_SETTING = {
     "postgres": "DLLMFLOW_DATABASE_URL",
     "redis": "DLLMFLOW_REDIS_URL",
@@ -69,8 +70,12 @@ def up(
     with stack_lock(settings):
         state = StackState(settings.state_dir)
         records = state.load()
+        migrated = False
         for name in ORDER:
-            if not settings.embedded(name):
+            if name == "worker" and migrate and not migrated:
+                progress(f"postgres: schema at {_migrate(settings)}")
+                migrated = True
+            if name in SERVICES and not settings.embedded(name):
                 health = CHECKS[name](settings)
                 if not health.healthy:
                     raise StackError(
@@ -93,12 +98,13 @@ def up(
             records[name] = component.start()
             state.save(records)
             progress(f"{name}: started (pid {records[name].pid})")
-        if migrate:
-            from dllmflow.store.migrate import upgrade
-
-            head = upgrade(settings)
-            progress(f"postgres: schema at {head}")
     return status(settings)
+
+
+def _migrate(settings: Settings) -> str:
+    from dllmflow.store.migrate import upgrade
+
+    return upgrade(settings)
 
 
 def down(settings: Settings, progress: Progress = lambda _: None) -> list[str]:
@@ -120,4 +126,4 @@ def down(settings: Settings, progress: Progress = lambda _: None) -> list[str]:
 
 
 def status(settings: Settings) -> list[Health]:
-    return [CHECKS[name](settings) for name in ORDER]
+    return [CHECKS[name](settings) for name in SERVICES] + [check_worker(settings)]

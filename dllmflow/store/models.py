@@ -9,11 +9,12 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
-    UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,6 +44,8 @@ class Episode(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     question: Mapped[str] = mapped_column(Text)
     question_id: Mapped[str | None] = mapped_column(String(200))
+    # The whole question line (expected answer, aliases, oracle ground truth) for eval/oracle.
+    question_record: Mapped[dict[str, Any]] = mapped_column(default=dict)
     policy: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(24), index=True, default=EpisodeStatus.QUEUED)
     budgets: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -65,7 +68,16 @@ class Checkpoint(Base):
     """The whole output of one activity (full sample, parsed action, tool result, timings)."""
 
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("episode_id", "step", "kind"),)
+    __table_args__ = (
+        Index(
+            "uq_checkpoints_live_step",
+            "episode_id",
+            "step",
+            "kind",
+            unique=True,
+            postgresql_where=text("superseded_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     episode_id: Mapped[str] = mapped_column(
@@ -79,6 +91,7 @@ class Checkpoint(Base):
     backend: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(200))
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("question", sa.Text, nullable=False),
         sa.Column("question_id", sa.String(200)),
+        sa.Column("question_record", JSONB, nullable=False, server_default="{}"),
         sa.Column("policy", sa.String(32), nullable=False),
         sa.Column("status", sa.String(24), nullable=False),
         sa.Column("budgets", JSONB, nullable=False, server_default="{}"),
@@ -79,10 +80,18 @@ def upgrade() -> None:
         sa.Column("backend", sa.String(32)),
         sa.Column("model", sa.String(200)),
         sa.Column("timings", JSONB, nullable=False, server_default="{}"),
+        sa.Column("superseded_at", sa.DateTime(timezone=True)),
         *_timestamps(),
-        sa.UniqueConstraint("episode_id", "step", "kind"),
     )
     op.create_index("ix_checkpoints_episode_id", "checkpoints", ["episode_id"])
+    # One live checkpoint per (episode, step, kind); superseded ones stay for the record.
+    op.create_index(
+        "uq_checkpoints_live_step",
+        "checkpoints",
+        ["episode_id", "step", "kind"],
+        unique=True,
+        postgresql_where=sa.text("superseded_at IS NULL"),
+    )
 
 
 def downgrade() -> None:

@@ -1,0 +1,68 @@
+"""Helpers shared by the CLI command modules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from dllmflow.config import Settings, SettingsError, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can act on into one clear line instead of a traceback."""
+    from dllmflow.stack.components import StackError
+    from dllmflow.store.episodes import EpisodeNotFound
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SettingsError, StackError, FileNotFoundError, ValueError, EpisodeNotFound) as exc:
+            fail(str(exc).strip('"'))
+        except ConnectionError as exc:
+            fail(f"cannot reach a server: {exc}; is the stack up? (dllmflow up)")
+
+    return wrapper
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+        raise
+
+
+def run_async(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+async def service(s: Settings):
+    from dllmflow.workflows.service import EpisodeService
+
+    try:
+        return await EpisodeService.connect(s)
+    except RuntimeError as exc:
+        raise ConnectionError(
+            f"Temporal at {s.effective_temporal_address}: {str(exc).splitlines()[0]}"
+        ) from None

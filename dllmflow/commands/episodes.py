@@ -1,0 +1,383 @@
+"""`dllmflow run | submit | episodes ...`: start research episodes and inspect them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from dllmflow.commands.common import (
+    console,
+    err_console,
+    print_json,
+    run_async,
+    service,
+    settings,
+    user_errors,
+)
+
+app = typer.Typer(help="List, inspect, retry, replay and cancel episodes.", no_args_is_help=True)
+
+
+def budgets_from(
+    max_turns: int | None,
+    max_tool_calls: int | None,
+    max_denoise_steps: int | None,
+    deadline_s: float | None,
+):
+    from dllmflow.workflows.types import Budgets
+
+    values = {
+        "max_turns": max_turns,
+        "max_tool_calls": max_tool_calls,
+        "max_denoise_steps": max_denoise_steps,
+        "deadline_s": deadline_s,
+    }
+    return Budgets(**{k: v for k, v in values.items() if v is not None}).validate()
+
+
+async def follow_episode(s, episode_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """Print live progress events until the episode finishes; returns the final event."""
+    from dllmflow.store.episodes import EpisodeRepository
+    from dllmflow.store.models import EpisodeStatus
+    from dllmflow.store.streams import ProgressStream
+
+    stream = ProgressStream(s)
+    cursor, final = "0-0", {}
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        events = await asyncio.to_thread(stream.read, episode_id, cursor, 1000)
+        if not events:
+            await asyncio.sleep(0.2)
+        if events:
+            cursor = events[-1][0]
+        for _entry_id, event in events:
+            kind = event["event"]
+            if kind == "turn":
+                mark = "[green]ok[/]" if event["valid"] else f"[red]invalid[/] {event['error']}"
+                console.print(
+                    f"  step {event['step']:>2} {event['role']:<7} {event['backend']:<9}"
+                    f" {event['tool'] or '-':<7} {mark}",
+                    highlight=False,
+                )
+            elif kind == "tool":
+                state = "ok" if event["ok"] else f"error: {event['error']}"
+                console.print(f"           tool {event['tool']} {state}", highlight=False)
+            elif kind == "model_progress" and "committed_fraction" in event:
+                console.print(
+                    f"[dim]           refinement pass, "
+                    f"{event['committed_fraction']:.0%} committed[/]",
+                    highlight=False,
+                )
+            elif kind in ("finished", "dead_lettered"):
+                final = event
+        if final:
+            return final
+        if deadline is not None and loop.time() > deadline:
+            return {"event": "timeout"}
+        status = await asyncio.to_thread(lambda: EpisodeRepository(s).get(episode_id).status)
+        if status in EpisodeStatus.FINISHED and not events:
+            return {"event": "finished", "status": status}
+
+
+def episode_summary(s, episode_id: str) -> dict[str, Any]:
+    from dllmflow.store.episodes import EpisodeRepository
+
+    ep = EpisodeRepository(s).get(episode_id)
+    return {
+        "id": ep.id,
+        "status": ep.status,
+        "policy": ep.policy,
+        "question": ep.question,
+        "answer": ep.answer,
+        "sources": ep.sources,
+        "error": ep.error,
+        "metrics": {k: v for k, v in ep.metrics.items() if k != "waterfall"},
+    }
+
+
+def print_answer(summary: dict[str, Any]) -> None:
+    status = summary["status"]
+    color = "green" if status == "completed" else "red"
+    console.print(f"\n[bold]episode[/] {summary['id']}  [{color}]{status}[/]", highlight=False)
+    if summary["answer"]:
+        console.print(f"[bold]answer:[/] {summary['answer']}", highlight=False)
+        console.print(f"[bold]sources:[/] {', '.join(summary['sources']) or '-'}", highlight=False)
+    if summary["error"]:
+        console.print(f"[bold]error:[/] {summary['error']}", highlight=False)
+    m = summary["metrics"]
+    if m:
+        console.print(
+            f"turns {m.get('turns')}, tool calls {m.get('tool_calls')}, "
+            f"invalid actions {m.get('invalid_actions')}",
+            highlight=False,
+        )
+    console.print(f"inspect: dllmflow episodes show {summary['id']}", highlight=False)
+
+
+def run_command(
+    question: str = typer.Argument(..., help="The research question."),
+    policy: str = typer.Option("routed", help="routed | ar | diffusion | ab | shadow | oracle"),
+    follow: bool = typer.Option(False, "--follow", help="Stream progress until it finishes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    wait: bool = typer.Option(True, help="Wait for the answer (implied by --follow)."),
+    max_turns: int | None = typer.Option(None, min=2),
+    max_tool_calls: int | None = typer.Option(None, min=1),
+    max_denoise_steps: int | None = typer.Option(None, min=1),
+    deadline_s: float | None = typer.Option(None, min=1),
+) -> None:
+    """Run one research episode."""
+    s = settings()
+
+    async def go() -> dict[str, Any]:
+        svc = await service(s)
+        budgets = budgets_from(max_turns, max_tool_calls, max_denoise_steps, deadline_s)
+        episode = await svc.submit(question, policy=policy, budgets=budgets)
+        if not as_json:
+            err_console.print(f"submitted episode {episode.id} ({policy})", highlight=False)
+        if follow:
+            await follow_episode(s, episode.id)
+        elif wait:
+            await svc.wait(episode.id)
+        else:
+            return {"id": episode.id, "status": "queued"}
+        return episode_summary(s, episode.id)
+
+    result = run_async(go())
+    if as_json:
+        print_json(result)
+    elif "answer" in result:
+        print_answer(result)
+    else:
+        console.print(
+            f"episode {result['id']} queued; follow it: dllmflow episodes show {result['id']}",
+            highlight=False,
+        )
+
+
+def submit_command(
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="JSONL of {id, question, ...}."
+    ),
+    policy: str = typer.Option("routed"),
+    concurrency: int = typer.Option(4, min=1, help="Episodes running at once."),
+) -> None:
+    """Submit every question of a JSONL file, at most CONCURRENCY at a time."""
+    s = settings()
+    records = read_questions(file)
+
+    async def go() -> list[dict[str, Any]]:
+        svc = await service(s)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(record: dict[str, Any]) -> dict[str, Any]:
+            async with gate:
+                ep = await svc.submit(record["question"], policy=policy, question_record=record)
+                result = await svc.wait(ep.id)
+                console.print(f"{record.get('id', '-')}: {ep.id} {result.status}", highlight=False)
+                return {
+                    "question_id": record.get("id"),
+                    "episode_id": ep.id,
+                    "status": result.status,
+                }
+
+        return await asyncio.gather(*(one(r) for r in records))
+
+    results = run_async(go())
+    done = sum(r["status"] == "completed" for r in results)
+    console.print(f"{done}/{len(results)} episodes completed")
+
+
+def read_questions(path: Path) -> list[dict[str, Any]]:
+    """Questions JSONL: every line an object with a non-empty "question"; errors name the line."""
+    records, problems = [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                problems.append(f"line {number}: not valid UTF-8")
+                continue
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {number}: bad JSON ({exc.msg})")
+                continue
+            if not isinstance(record, dict) or not str(record.get("question", "")).strip():
+                problems.append(f'line {number}: needs a non-empty "question" field')
+                continue
+            records.append(record)
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems[:20]))
+    if not records:
+        raise ValueError(f"{path}: no questions found")
+    return records
+
+
+@app.command("list")
+@user_errors
+def list_episodes(
+    status: str | None = typer.Option(None, help="Filter by status."),
+    limit: int = typer.Option(30, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent episodes, newest first."""
+    from dllmflow.store.episodes import EpisodeRepository
+
+    rows = EpisodeRepository(settings()).list(status=status, limit=limit)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "status": e.status,
+                    "policy": e.policy,
+                    "question": e.question,
+                    "answer": e.answer,
+                    "created_at": e.created_at,
+                }
+                for e in rows
+            ]
+        )
+        return
+    table = Table()
+    for col in ("id", "status", "policy", "turns", "question", "answer"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        table.add_row(
+            e.id,
+            e.status,
+            e.policy,
+            str(e.metrics.get("turns", "-")),
+            e.question[:60],
+            (e.answer or "")[:40],
+        )
+    console.print(table)
+
+
+@app.command("show")
+@user_errors
+def show(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Turn by turn: role, backend, latency, tool call, validity, checkpoint ids."""
+    from dllmflow.store.checkpoints import CheckpointStore
+
+    s = settings()
+    summary = episode_summary(s, episode_id)
+    checkpoints = CheckpointStore(s).for_episode(episode_id)
+    turns = [
+        {
+            "checkpoint_id": cp.id,
+            "step": cp.step,
+            "kind": cp.kind,
+            "role": cp.role,
+            "backend": cp.backend,
+            "model": cp.model,
+            "timings": cp.timings,
+            "valid": cp.payload.get("valid", cp.payload.get("ok")),
+            "action": cp.payload.get("action"),
+            "error": cp.payload.get("error"),
+            "reused_from": cp.payload.get("copied_from"),
+        }
+        for cp in checkpoints
+    ]
+    if as_json:
+        print_json({**summary, "turns": turns})
+        return
+    table = Table(title=f"episode {episode_id}")
+    for col in ("step", "kind", "role", "backend", "latency", "action", "valid", "checkpoint"):
+        table.add_column(col, overflow="fold")
+    for t in turns:
+        latency = sum(float(v) for v in t["timings"].values() if isinstance(v, int | float))
+        action = json.dumps(t["action"], ensure_ascii=False)[:70] if t["action"] else "-"
+        valid = "[green]yes[/]" if t["valid"] else f"[red]no[/] {t['error'] or ''}"
+        reused = f" (from {t['reused_from']})" if t["reused_from"] else ""
+        table.add_row(
+            str(t["step"]),
+            t["kind"],
+            t["role"] or "-",
+            t["backend"] or "-",
+            f"{latency * 1000:.0f} ms",
+            action,
+            valid,
+            f"{t['checkpoint_id']}{reused}",
+        )
+    console.print(table)
+    print_answer(summary)
+
+
+@app.command("history")
+@user_errors
+def history(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The episode's Temporal event history."""
+    s = settings()
+
+    async def go():
+        return await (await service(s)).history(episode_id)
+
+    events = run_async(go())
+    if as_json:
+        print_json(events)
+        return
+    for event in events:
+        console.print(f"{event['id']:>4} {event['time']} {event['type']}", highlight=False)
+
+
+@app.command("retry")
+@user_errors
+def retry(
+    episode_id: str,
+    max_denoise_steps: int | None = typer.Option(None, min=1),
+    max_turns: int | None = typer.Option(None, min=2),
+    follow: bool = typer.Option(True, help="Wait for it and print the answer."),
+) -> None:
+    """Continue a failed episode from its last good checkpoint."""
+    s = settings()
+
+    async def go():
+        svc = await service(s)
+        await svc.retry(episode_id, max_denoise_steps=max_denoise_steps, max_turns=max_turns)
+        if follow:
+            await svc.wait(episode_id)
+
+    run_async(go())
+    print_answer(episode_summary(s, episode_id))
+
+
+@app.command("replay")
+@user_errors
+def replay(
+    episode_id: str,
+    from_step: int = typer.Option(..., "--from", min=0, help="First step to recompute."),
+    policy: str | None = typer.Option(None, help="Policy for the recomputed steps."),
+    follow: bool = typer.Option(True, help="Wait for it and print the answer."),
+) -> None:
+    """A new episode reusing checkpoints before --from, recomputing the rest."""
+    s = settings()
+
+    async def go():
+        svc = await service(s)
+        new = await svc.replay(episode_id, from_step, policy)
+        if follow:
+            await svc.wait(new.id)
+        return new.id
+
+    new_id = run_async(go())
+    print_answer(episode_summary(s, new_id))
+
+
+@app.command("cancel")
+@user_errors
+def cancel(episode_id: str) -> None:
+    """Cancel a running episode."""
+    s = settings()
+
+    async def go():
+        await (await service(s)).cancel(episode_id)
+
+    run_async(go())
+    console.print(f"cancellation requested for {episode_id}")

@@ -1,0 +1,111 @@
+"""Redis streams: the dead-letter queue and per-episode progress events."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from dllmflow.config import Settings
+
+DLQ_STREAM = "dllmflow:dlq"
+EXECUTIONS_HASH = "dllmflow:executions"  # idempotency key -> times the real work ran
+PROGRESS_MAXLEN = 5000
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
+
+
+@dataclass
+class DeadLetter:
+    episode_id: str
+    step: int
+    kind: str
+    error: str
+    attempts: int
+    last_checkpoint_id: int | None
+    policy: str
+    budgets: dict[str, Any]
+    at: float
+    id: str = ""  # the stream entry id
+
+    def to_fields(self) -> dict[str, str]:
+        fields = asdict(self)
+        fields.pop("id")
+        return {k: json.dumps(v) for k, v in fields.items()}
+
+    @classmethod
+    def from_entry(cls, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+        return cls(id=entry_id, **{k: json.loads(v) for k, v in fields.items()})
+
+
+class DeadLetterQueue:
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis_client(settings)
+
+    def add(self, letter: DeadLetter) -> str:
+        return self.redis.xadd(DLQ_STREAM, letter.to_fields())
+
+    def list(self, count: int = 100) -> list[DeadLetter]:
+        return [DeadLetter.from_entry(i, f) for i, f in self.redis.xrange(DLQ_STREAM, count=count)]
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        entries = self.redis.xrange(DLQ_STREAM, min=entry_id, max=entry_id)
+        return DeadLetter.from_entry(*entries[0]) if entries else None
+
+    def for_episode(self, episode_id: str) -> list[DeadLetter]:
+        return [letter for letter in self.list(10_000) if letter.episode_id == episode_id]
+
+    def remove(self, entry_id: str) -> bool:
+        return bool(self.redis.xdel(DLQ_STREAM, entry_id))
+
+    def purge(self) -> int:
+        count = self.redis.xlen(DLQ_STREAM)
+        self.redis.delete(DLQ_STREAM)
+        return count
+
+    def depth(self) -> int:
+        return self.redis.xlen(DLQ_STREAM)
+
+
+def progress_stream(episode_id: str) -> str:
+    return f"dllmflow:progress:{episode_id}"
+
+
+class ProgressStream:
+    """Live events of an episode (turns, tool calls, AR tokens, diffusion refinement passes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = redis_client(settings)
+
+    def publish(self, episode_id: str, kind: str, **data: Any) -> None:
+        payload = {**data, "event": kind, "at": time.time()}
+        self.redis.xadd(
+            progress_stream(episode_id),
+            {"data": json.dumps(payload, default=str)},
+            maxlen=PROGRESS_MAXLEN,
+            approximate=True,
+        )
+
+    def read(
+        self, episode_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 500
+    ) -> list[tuple[str, dict[str, Any]]]:
+        reply = self.redis.xread({progress_stream(episode_id): after}, count=count, block=block_ms)
+        events = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                events.append((entry_id, json.loads(fields["data"])))
+        return events
+
+
+def count_execution(settings: Settings, key: str) -> int:
+    """Record that real (non-cached) work ran for `key`; tests assert it never runs twice."""
+    return int(redis_client(settings).hincrby(EXECUTIONS_HASH, key, 1))
+
+
+def executions(settings: Settings, key: str) -> int:
+    return int(redis_client(settings).hget(EXECUTIONS_HASH, key) or 0)

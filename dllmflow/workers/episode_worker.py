@@ -1,0 +1,65 @@
+"""The Temporal worker process: runs EpisodeWorkflow and its activities (`dllmflow worker`)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from dllmflow.config import Settings, get_settings
+from dllmflow.workers.turns import TurnGenerator
+from dllmflow.workflows.activities import EpisodeActivities
+from dllmflow.workflows.episode import EpisodeWorkflow
+
+MAX_CONCURRENT_ACTIVITIES = 32
+
+
+async def temporal_client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.effective_temporal_address, namespace=settings.temporal_namespace
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    generators: dict[str, TurnGenerator] | None = None,
+) -> Worker:
+    activities = EpisodeActivities(settings, generators)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[EpisodeWorkflow],
+        activities=activities.all(),
+        activity_executor=pool,
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await temporal_client(settings)
+    with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES) as pool:
+        worker = build_worker(client, settings, pool)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with worker:
+            print(
+                f"worker polling task queue {settings.task_queue!r} on "
+                f"{settings.effective_temporal_address}",
+                flush=True,
+            )
+            await stop.wait()
+
+
+def main() -> None:
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Episode activities: all I/O of an episode (models, tools, Postgres, Redis) happens here.
+
+Each activity that produces output checkpoints it whole in one transaction under an idempotency
+key built from attempt-independent inputs, and returns the stored result when the key exists, so
+retries and replays never recompute (or re-execute a tool) once a checkpoint is committed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from dllmflow.config import Settings
+from dllmflow.models.actions import parse_turn
+from dllmflow.models.prompting import Step
+from dllmflow.store.checkpoints import (
+    CheckpointStore,
+    StoredCheckpoint,
+    content_hash,
+    idempotency_key,
+)
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.models import EpisodeStatus
+from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream, count_execution
+from dllmflow.workers.turns import GenerateRequest, NotConverged, TurnGenerator, generator_for
+from dllmflow.workflows.types import (
+    ROLE_KIND,
+    DeadLetterRequest,
+    FinishRequest,
+    StepTimings,
+    ToolRequest,
+    ToolSummary,
+    TurnRequest,
+    TurnSummary,
+)
+
+NOT_CONVERGED = "DenoisingBudgetExceeded"
+BAD_EPISODE = "InvalidEpisode"
+
+
+def history_steps(checkpoints: list[StoredCheckpoint]) -> list[Step]:
+    """Rebuild the agent's history (turn text + what its tool returned) from checkpoints."""
+    steps: list[Step] = []
+    by_step: dict[int, Step] = {}
+    for cp in checkpoints:
+        if cp.kind == "tool":
+            if cp.step in by_step:
+                outcome = cp.payload
+                by_step[cp.step].observation = (
+                    outcome["result"] if outcome.get("ok") else {"error": outcome["error"]}
+                )
+            continue
+        observation = None if cp.payload.get("valid") else {"error": cp.payload.get("error")}
+        step = Step(role=cp.role or "seeker", turn=cp.payload["text"], observation=observation)
+        by_step[cp.step] = step
+        steps.append(step)
+    return steps
+
+
+def writer_check(role: str, tool: str | None) -> str | None:
+    if role == "writer" and tool != "answer":
+        return "the writer must use the answer tool"
+    return None
+
+
+class EpisodeActivities:
+    """Activities bound to one worker's settings; the generators are created per policy."""
+
+    def __init__(self, settings: Settings, generators: dict[str, TurnGenerator] | None = None):
+        self.settings = settings
+        self.episodes = EpisodeRepository(settings)
+        self.checkpoints = CheckpointStore(settings)
+        self.progress = ProgressStream(settings)
+        self.dlq = DeadLetterQueue(settings)
+        self._generators = dict(generators or {})
+        self._tools = None
+
+    def generator(self, policy: str) -> TurnGenerator:
+        if policy not in self._generators:
+            self._generators[policy] = generator_for(policy, self.settings)
+        return self._generators[policy]
+
+    def tools(self):
+        if self._tools is None:
+            from dllmflow.workers.tools import ToolExecutor
+
+            self._tools = ToolExecutor(self.settings)
+        return self._tools
+
+    @activity.defn(name="start_episode")
+    def start_episode(self, episode_id: str) -> None:
+        self.episodes.update(episode_id, status=EpisodeStatus.RUNNING, error=None)
+        self.progress.publish(episode_id, "started")
+
+    @activity.defn(name="model_turn")
+    def model_turn(self, req: TurnRequest) -> TurnSummary:
+        info = activity.info()
+        queue_s = max(
+            0.0, (info.started_time - info.current_attempt_scheduled_time).total_seconds()
+        )
+        episode = self.episodes.get(req.episode_id)
+        question = {**episode.question_record, "question": episode.question}
+        prior = self.checkpoints.for_episode(req.episode_id, before_step=req.step)
+        history = history_steps(prior)
+        kind = ROLE_KIND[req.role]
+        # Attempt-independent inputs: who speaks, about what, after which history.
+        inputs = content_hash(
+            {"role": req.role, "question": question, "history": [s.to_dict() for s in history]}
+        )
+        key = idempotency_key(req.episode_id, req.step, kind, inputs)
+        cached = self.checkpoints.get(key)
+        if cached is not None:
+            return self._turn_summary(cached, cached=True, queue_s=queue_s, checkpoint_s=0.0)
+
+        def on_progress(event: dict[str, Any]) -> None:
+            phase = event.get("event", "progress")
+            activity.heartbeat(phase)
+            details = {k: v for k, v in event.items() if k != "event"}
+            self.progress.publish(
+                req.episode_id,
+                "model_progress",
+                step=req.step,
+                role=req.role,
+                phase=phase,
+                **details,
+            )
+
+        request = GenerateRequest(
+            episode_id=req.episode_id,
+            step=req.step,
+            role=req.role,
+            policy=req.policy,
+            question=question,
+            history=history,
+            max_denoise_steps=req.max_denoise_steps,
+        )
+        generator = self.generator(req.policy)
+        try:
+            turn = generator.generate(request, on_progress)
+            parsed = parse_turn(turn.text)
+            repaired = False
+            error = parsed.error or writer_check(req.role, parsed.action and parsed.action.tool)
+            if error and parsed.thinking and req.policy != "oracle":
+                # One bounded repair: keep the thinking, re-decode only the action span.
+                request.repair_prefix = turn.text.split("<action>")[0] + "<action>"
+                retry = generator.generate(request, on_progress)
+                reparsed = parse_turn(retry.text)
+                retry_error = reparsed.error or writer_check(
+                    req.role, reparsed.action and reparsed.action.tool
+                )
+                repaired = retry_error is None
+                if repaired:
+                    turn, parsed, error = retry, reparsed, None
+        except NotConverged as exc:
+            raise ApplicationError(str(exc), type=NOT_CONVERGED, non_retryable=True) from exc
+        count_execution(self.settings, key)
+        action = parsed.action if error is None else None
+        payload = {
+            "text": turn.text,
+            "thinking": parsed.thinking,
+            "action": {"tool": action.tool, "args": action.args} if action else None,
+            "valid": error is None,
+            "error": error,
+            "repaired": repaired,
+            "inputs_hash": inputs,
+            "stats": turn.stats(),
+        }
+        write_start = time.perf_counter()
+        stored, _ = self.checkpoints.save(
+            episode_id=req.episode_id,
+            step=req.step,
+            kind=kind,
+            key=key,
+            payload=payload,
+            role=req.role,
+            backend=turn.backend,
+            model=turn.model,
+            timings={"queue_s": queue_s, "decode_s": turn.decode_s},
+        )
+        checkpoint_s = time.perf_counter() - write_start
+        summary = self._turn_summary(
+            stored, cached=False, queue_s=queue_s, checkpoint_s=checkpoint_s
+        )
+        self.progress.publish(req.episode_id, "turn", **asdict(summary))
+        return summary
+
+    def _turn_summary(
+        self, cp: StoredCheckpoint, *, cached: bool, queue_s: float, checkpoint_s: float
+    ) -> TurnSummary:
+        action = cp.payload.get("action") or {}
+        stats = cp.payload.get("stats") or {}
+        return TurnSummary(
+            step=cp.step,
+            kind=cp.kind,
+            role=cp.role or "",
+            idempotency_key=cp.idempotency_key,
+            checkpoint_id=cp.id,
+            valid=bool(cp.payload.get("valid")),
+            tool=action.get("tool"),
+            error=cp.payload.get("error"),
+            cached=cached,
+            backend=cp.backend or "",
+            timings=StepTimings(
+                queue=queue_s,
+                decode=0.0 if cached else float(stats.get("decode_s", 0.0)),
+                checkpoint=checkpoint_s,
+            ),
+        )
+
+    @activity.defn(name="tool_call")
+    def tool_call(self, req: ToolRequest) -> ToolSummary:
+        turn = next(
+            (
+                cp
+                for cp in self.checkpoints.for_episode(req.episode_id, before_step=req.step + 1)
+                if cp.step == req.step and cp.kind != "tool"
+            ),
+            None,
+        )
+        if turn is None or not turn.payload.get("action"):
+            raise ApplicationError(
+                f"episode {req.episode_id} step {req.step} has no valid action to execute",
+                type=BAD_EPISODE,
+                non_retryable=True,
+            )
+        action_payload = turn.payload["action"]
+        key = idempotency_key(req.episode_id, req.step, "tool", content_hash(action_payload))
+        cached = self.checkpoints.get(key)
+        if cached is not None:
+            return self._tool_summary(cached, cached=True, checkpoint_s=0.0)
+        from dllmflow.models.actions import Action
+
+        activity.heartbeat("tool_started")
+        outcome = self.tools().run(Action(action_payload["tool"], action_payload["args"]), key=key)
+        count_execution(self.settings, key)
+        payload = {
+            "action": action_payload,
+            "ok": outcome.error is None,
+            "result": outcome.result,
+            "error": outcome.error,
+            "corpus_version": outcome.corpus_version,
+            "latency_s": outcome.latency_s,
+        }
+        write_start = time.perf_counter()
+        stored, _ = self.checkpoints.save(
+            episode_id=req.episode_id,
+            step=req.step,
+            kind="tool",
+            key=key,
+            payload=payload,
+            role=turn.role,
+            backend="tool",
+            model=action_payload["tool"],
+            timings={"tool_s": outcome.latency_s},
+        )
+        summary = self._tool_summary(
+            stored, cached=False, checkpoint_s=time.perf_counter() - write_start
+        )
+        self.progress.publish(
+            req.episode_id,
+            "tool",
+            step=req.step,
+            tool=action_payload["tool"],
+            ok=summary.ok,
+            error=summary.error,
+        )
+        return summary
+
+    def _tool_summary(
+        self, cp: StoredCheckpoint, *, cached: bool, checkpoint_s: float
+    ) -> ToolSummary:
+        return ToolSummary(
+            step=cp.step,
+            idempotency_key=cp.idempotency_key,
+            checkpoint_id=cp.id,
+            ok=bool(cp.payload.get("ok")),
+            error=cp.payload.get("error"),
+            cached=cached,
+            timings=StepTimings(
+                tool=0.0 if cached else float(cp.payload.get("latency_s") or 0.0),
+                checkpoint=checkpoint_s,
+            ),
+        )
+
+    @activity.defn(name="finish_episode")
+    def finish_episode(self, req: FinishRequest) -> None:
+        answer, sources = None, []
+        if req.writer_step is not None:
+            writer = self.checkpoints.at(req.episode_id, req.writer_step, "write")
+            action = (writer.payload.get("action") or {}) if writer else {}
+            args = action.get("args") or {}
+            answer, sources = args.get("answer"), list(args.get("sources") or [])
+        metrics = {
+            "turns": req.turns,
+            "tool_calls": req.tool_calls,
+            "invalid_actions": req.invalid_actions,
+            "waterfall": [asdict(row) for row in req.waterfall],
+        }
+        self.episodes.update(
+            req.episode_id,
+            status=req.status,
+            answer=answer,
+            sources=sources,
+            metrics=metrics,
+            error=req.error,
+        )
+        self.progress.publish(
+            req.episode_id, "finished", status=req.status, answer=answer, sources=sources
+        )
+
+    @activity.defn(name="dead_letter")
+    def dead_letter(self, req: DeadLetterRequest) -> str:
+        episode = self.episodes.get(req.episode_id)
+        entry = self.dlq.add(
+            DeadLetter(
+                episode_id=req.episode_id,
+                step=req.step,
+                kind=req.kind,
+                error=req.error,
+                attempts=req.attempts,
+                last_checkpoint_id=req.last_checkpoint_id,
+                policy=episode.policy,
+                budgets=episode.budgets,
+                at=time.time(),
+            )
+        )
+        self.episodes.update(req.episode_id, status=EpisodeStatus.DEAD_LETTERED, error=req.error)
+        self.progress.publish(
+            req.episode_id, "dead_lettered", step=req.step, error=req.error, dlq_id=entry
+        )
+        return entry
+
+    def all(self) -> list[Any]:
+        return [
+            self.start_episode,
+            self.model_turn,
+            self.tool_call,
+            self.finish_episode,
+            self.dead_letter,
+        ]

@@ -1,0 +1,226 @@
+"""EpisodeWorkflow: one research job as a DeepDiver loop of durable activities.
+
+Planner turn -> InformationSeeker turns (each a model turn, then a search/fetch tool call) ->
+Writer turn. The workflow only decides what runs next; every byte of output is checkpointed by
+the activities, and history carries keys and small summaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from dllmflow.store.models import EpisodeStatus
+    from dllmflow.workflows.types import (
+        DeadLetterRequest,
+        EpisodeInput,
+        EpisodeResult,
+        FinishRequest,
+        StepTimings,
+        ToolRequest,
+        ToolSummary,
+        TurnRequest,
+        TurnSummary,
+        WaterfallRow,
+    )
+
+BOOKKEEPING = {
+    "start_to_close_timeout": timedelta(seconds=10),
+    "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+}
+TURN_ATTEMPTS = 3
+TURN_OPTIONS = {
+    "start_to_close_timeout": timedelta(minutes=10),
+    # A reverse-sampling job that stops reporting progress is stuck: time it out and retry.
+    "heartbeat_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        maximum_attempts=TURN_ATTEMPTS,
+        initial_interval=timedelta(seconds=1),
+        non_retryable_error_types=["DenoisingBudgetExceeded", "InvalidEpisode"],
+    ),
+}
+TOOL_ATTEMPTS = 5
+TOOL_OPTIONS = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    # Heartbeats mark the start; a worker lost mid-call is noticed within this.
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": RetryPolicy(
+        maximum_attempts=TOOL_ATTEMPTS,
+        initial_interval=timedelta(milliseconds=500),
+        non_retryable_error_types=["InvalidEpisode"],
+    ),
+}
+
+
+class DeadLettered(Exception):
+    def __init__(self, step: int, kind: str, error: str, attempts: int) -> None:
+        super().__init__(error)
+        self.step, self.kind, self.error, self.attempts = step, kind, error, attempts
+
+
+def _cause(exc: ActivityError) -> str:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'error'}: {cause.message}"
+    return str(cause or exc)
+
+
+@workflow.defn(name="EpisodeWorkflow")
+class EpisodeWorkflow:
+    def __init__(self) -> None:
+        self._step = 0
+        self._role = "planner"
+        self._tool_calls = 0
+        self._invalid = 0
+        self._last_checkpoint: int | None = None
+        self._waterfall: list[WaterfallRow] = []
+
+    @workflow.query
+    def progress(self) -> dict[str, object]:
+        return {
+            "step": self._step,
+            "role": self._role,
+            "tool_calls": self._tool_calls,
+            "invalid_actions": self._invalid,
+        }
+
+    @workflow.run
+    async def run(self, inp: EpisodeInput) -> EpisodeResult:
+        await workflow.execute_activity("start_episode", inp.episode_id, **BOOKKEEPING)
+        try:
+            writer_step = await self._loop(inp)
+        except DeadLettered as dead:
+            await workflow.execute_activity(
+                "dead_letter",
+                DeadLetterRequest(
+                    inp.episode_id,
+                    dead.step,
+                    dead.kind,
+                    dead.error,
+                    dead.attempts,
+                    self._last_checkpoint,
+                ),
+                **BOOKKEEPING,
+            )
+            return self._result(inp, EpisodeStatus.DEAD_LETTERED, dead.error)
+        except asyncio.CancelledError:
+            await self._finish(inp, EpisodeStatus.CANCELLED, None, "cancelled by an operator")
+            raise
+        status = EpisodeStatus.COMPLETED if writer_step is not None else EpisodeStatus.FAILED
+        error = None if writer_step is not None else "the writer produced no answer"
+        await self._finish(inp, status, writer_step, error)
+        return self._result(inp, status, error)
+
+    async def _loop(self, inp: EpisodeInput) -> int | None:
+        budgets = inp.budgets
+        started = workflow.now()
+        invalid_streak = 0
+        # Hard stop: every turn either advances or counts towards the invalid streak.
+        max_steps = budgets.max_turns * (budgets.max_consecutive_invalid + 1)
+        while self._step < max_steps:
+            elapsed = (workflow.now() - started).total_seconds()
+            if self._role != "writer" and (
+                self._step >= budgets.max_turns - 1
+                or self._tool_calls >= budgets.max_tool_calls
+                or elapsed >= budgets.deadline_s
+            ):
+                self._role = "writer"
+            step, role = self._step, self._role
+            turn = await self._turn(inp, step, role)
+            self._step += 1
+            if not turn.valid:
+                self._invalid += 1
+                invalid_streak += 1
+                if invalid_streak > budgets.max_consecutive_invalid:
+                    raise DeadLettered(
+                        step,
+                        turn.kind,
+                        f"invalid action repeated {invalid_streak} times: {turn.error}",
+                        invalid_streak,
+                    )
+                continue
+            invalid_streak = 0
+            if role == "writer":
+                return step
+            if turn.tool == "answer":
+                self._role = "writer"
+                continue
+            tool = await self._tool(inp, step)
+            self._record(step, role, turn, tool)
+            self._tool_calls += 1
+            self._role = "seeker"
+        return None
+
+    async def _turn(self, inp: EpisodeInput, step: int, role: str) -> TurnSummary:
+        sent = workflow.now()
+        try:
+            turn: TurnSummary = await workflow.execute_activity(
+                "model_turn",
+                TurnRequest(inp.episode_id, step, role, inp.policy, inp.budgets.max_denoise_steps),
+                result_type=TurnSummary,
+                **TURN_OPTIONS,
+            )
+        except ActivityError as exc:
+            raise DeadLettered(step, role, _cause(exc), TURN_ATTEMPTS) from exc
+        self._last_checkpoint = turn.checkpoint_id
+        round_trip = (workflow.now() - sent).total_seconds()
+        t = turn.timings
+        t.orchestration = max(0.0, round_trip - t.queue - t.decode - t.checkpoint)
+        if role == "writer" or turn.tool == "answer" or not turn.valid:
+            self._record(step, role, turn, None)
+        return turn
+
+    async def _tool(self, inp: EpisodeInput, step: int) -> ToolSummary:
+        sent = workflow.now()
+        try:
+            tool: ToolSummary = await workflow.execute_activity(
+                "tool_call",
+                ToolRequest(inp.episode_id, step),
+                result_type=ToolSummary,
+                **TOOL_OPTIONS,
+            )
+        except ActivityError as exc:
+            raise DeadLettered(step, "tool", _cause(exc), TOOL_ATTEMPTS) from exc
+        self._last_checkpoint = tool.checkpoint_id
+        round_trip = (workflow.now() - sent).total_seconds()
+        t = tool.timings
+        t.orchestration = max(0.0, round_trip - t.tool - t.checkpoint)
+        return tool
+
+    def _record(self, step: int, role: str, turn: TurnSummary, tool: ToolSummary | None) -> None:
+        t = StepTimings(**vars(turn.timings))
+        if tool is not None:
+            t.tool = tool.timings.tool
+            t.checkpoint += tool.timings.checkpoint
+            t.orchestration += tool.timings.orchestration
+        self._waterfall.append(
+            WaterfallRow(step=step, role=role, backend=turn.backend, tool=turn.tool, timings=t)
+        )
+
+    async def _finish(
+        self, inp: EpisodeInput, status: str, writer_step: int | None, error: str | None
+    ) -> None:
+        await workflow.execute_activity(
+            "finish_episode",
+            FinishRequest(
+                inp.episode_id,
+                status,
+                writer_step,
+                self._step,
+                self._tool_calls,
+                self._invalid,
+                self._waterfall,
+                error,
+            ),
+            **BOOKKEEPING,
+        )
+
+    def _result(self, inp: EpisodeInput, status: str, error: str | None) -> EpisodeResult:
+        return EpisodeResult(
+            inp.episode_id, status, self._step, self._tool_calls, self._invalid, error
+        )

@@ -1,0 +1,161 @@
+"""Operator actions on episodes: submit, follow, retry, replay, cancel, inspect.
+
+The CLI and the HTTP API both call this; it owns the mapping between episodes (Postgres rows)
+and their Temporal workflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+
+from dllmflow.config import Settings
+from dllmflow.store.checkpoints import CheckpointStore, content_hash, idempotency_key
+from dllmflow.store.db import transaction
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.models import Checkpoint, Episode, EpisodeStatus
+from dllmflow.store.streams import DeadLetterQueue
+from dllmflow.workflows.types import POLICIES, Budgets, EpisodeInput, EpisodeResult
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; policies: {', '.join(POLICIES)}")
+    return policy
+
+
+class EpisodeService:
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.episodes = EpisodeRepository(settings)
+        self.checkpoints = CheckpointStore(settings)
+        self.dlq = DeadLetterQueue(settings)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> EpisodeService:
+        client = await Client.connect(
+            settings.effective_temporal_address, namespace=settings.temporal_namespace
+        )
+        return cls(settings, client)
+
+    async def submit(
+        self,
+        question: str,
+        policy: str = "routed",
+        budgets: Budgets | None = None,
+        question_record: dict[str, Any] | None = None,
+        eval_run_id: str | None = None,
+        episode_id: str | None = None,
+    ) -> Episode:
+        budgets = (budgets or Budgets()).validate()
+        episode = self.episodes.create(
+            question=question,
+            policy=check_policy(policy),
+            budgets=asdict(budgets),
+            question_record=question_record,
+            eval_run_id=eval_run_id,
+            episode_id=episode_id,
+        )
+        await self._start(episode, budgets)
+        return episode
+
+    async def _start(self, episode: Episode, budgets: Budgets, policy: str | None = None) -> None:
+        await self.client.start_workflow(
+            "EpisodeWorkflow",
+            EpisodeInput(episode.id, policy or episode.policy, budgets),
+            id=episode.workflow_id,
+            task_queue=self.settings.task_queue,
+            # A closed episode's workflow id may run again (retry); a running one may not.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            execution_timeout=None,
+        )
+
+    def handle(self, episode: Episode) -> WorkflowHandle:
+        return self.client.get_workflow_handle(episode.workflow_id, result_type=EpisodeResult)
+
+    async def wait(self, episode_id: str, timeout: float | None = None) -> EpisodeResult:
+        episode = self.episodes.get(episode_id)
+        return await asyncio.wait_for(self.handle(episode).result(), timeout)
+
+    async def retry(self, episode_id: str, **budget_overrides: Any) -> Episode:
+        """Continue a failed or dead-lettered episode from its last good checkpoint."""
+        episode = self.episodes.get(episode_id)
+        desc = await self.handle(episode).describe()
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            raise ValueError(f"episode {episode_id} is still running; nothing to retry")
+        if episode.status == EpisodeStatus.COMPLETED:
+            raise ValueError(f"episode {episode_id} already completed")
+        budgets = Budgets(
+            **{**episode.budgets, **{k: v for k, v in budget_overrides.items() if v is not None}}
+        ).validate()
+        for letter in self.dlq.for_episode(episode_id):
+            if letter.kind in ("plan", "seek", "write", "planner", "seeker", "writer") and (
+                letter.error.startswith("invalid action")
+            ):
+                # Recompute the invalid streak instead of replaying its cached turns.
+                first = max(0, letter.step - letter.attempts + 1)
+                self.checkpoints.supersede_from(episode_id, first)
+            self.dlq.remove(letter.id)
+        self.episodes.update(
+            episode_id, status=EpisodeStatus.QUEUED, budgets=asdict(budgets), error=None
+        )
+        await self._start(episode, budgets)
+        return self.episodes.get(episode_id)
+
+    async def replay(self, episode_id: str, from_step: int, policy: str | None = None) -> Episode:
+        """A new episode reusing the checkpoints before `from_step`; later steps recompute."""
+        source = self.episodes.get(episode_id)
+        if from_step < 0:
+            raise ValueError(f"--from must be >= 0 (got {from_step})")
+        policy = check_policy(policy or source.policy)
+        budgets = Budgets(**source.budgets)
+        replay = self.episodes.create(
+            question=source.question,
+            policy=policy,
+            budgets=source.budgets,
+            question_record=source.question_record,
+            parent_episode_id=source.id,
+            replay_from_step=from_step,
+        )
+        reused = self.checkpoints.for_episode(source.id, before_step=from_step)
+        with transaction(self.settings) as session:
+            for cp in reused:
+                inputs = cp.payload.get("inputs_hash") or content_hash(cp.payload.get("action"))
+                session.add(
+                    Checkpoint(
+                        episode_id=replay.id,
+                        step=cp.step,
+                        kind=cp.kind,
+                        role=cp.role,
+                        idempotency_key=idempotency_key(replay.id, cp.step, cp.kind, inputs),
+                        payload={**cp.payload, "copied_from": cp.id},
+                        backend=cp.backend,
+                        model=cp.model,
+                        timings=cp.timings,
+                    )
+                )
+        await self._start(replay, budgets)
+        return replay
+
+    async def cancel(self, episode_id: str) -> None:
+        episode = self.episodes.get(episode_id)
+        await self.handle(episode).cancel()
+
+    async def history(self, episode_id: str) -> list[dict[str, Any]]:
+        episode = self.episodes.get(episode_id)
+        events = []
+        async for event in self.handle(episode).fetch_history_events():
+            attrs = event.WhichOneof("attributes") or ""
+            events.append(
+                {
+                    "id": event.event_id,
+                    "time": event.event_time.ToDatetime().isoformat(),
+                    "type": attrs.removesuffix("_event_attributes"),
+                }
+            )
+        return events

@@ -1,0 +1,130 @@
+"""Workflow and activity inputs/outputs. They travel through Temporal history, so keep them small:
+keys and summaries only; whole samples and tool results live in Postgres checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+POLICIES = ("routed", "ar", "diffusion", "ab", "shadow", "oracle")
+ROLE_KIND = {"planner": "plan", "seeker": "seek", "writer": "write"}
+
+
+@dataclass
+class Budgets:
+    max_turns: int = 16
+    max_tool_calls: int = 12
+    max_denoise_steps: int = 256  # per turn, diffusion only
+    deadline_s: float = 1800.0  # wall clock for the whole episode
+    max_consecutive_invalid: int = 2
+
+    def validate(self) -> Budgets:
+        problems = [
+            f"{name} must be positive (got {value})"
+            for name, value in vars(self).items()
+            if value is None or value <= 0
+        ]
+        if self.max_turns < 2:
+            problems.append(f"max_turns must be at least 2 (got {self.max_turns})")
+        if problems:
+            raise ValueError("invalid budgets: " + "; ".join(problems))
+        return self
+
+
+@dataclass
+class EpisodeInput:
+    episode_id: str
+    policy: str
+    budgets: Budgets = field(default_factory=Budgets)
+
+
+@dataclass
+class TurnRequest:
+    episode_id: str
+    step: int
+    role: str
+    policy: str
+    max_denoise_steps: int
+
+
+@dataclass
+class StepTimings:
+    """One step of the latency waterfall, in seconds."""
+
+    queue: float = 0.0
+    decode: float = 0.0
+    tool: float = 0.0
+    checkpoint: float = 0.0
+    orchestration: float = 0.0
+
+
+@dataclass
+class TurnSummary:
+    step: int
+    kind: str
+    role: str
+    idempotency_key: str
+    checkpoint_id: int
+    valid: bool
+    tool: str | None
+    error: str | None
+    cached: bool
+    backend: str
+    timings: StepTimings
+
+
+@dataclass
+class ToolRequest:
+    episode_id: str
+    step: int
+
+
+@dataclass
+class ToolSummary:
+    step: int
+    idempotency_key: str
+    checkpoint_id: int
+    ok: bool
+    error: str | None
+    cached: bool
+    timings: StepTimings
+
+
+@dataclass
+class WaterfallRow:
+    step: int
+    role: str
+    backend: str
+    tool: str | None
+    timings: StepTimings
+
+
+@dataclass
+class FinishRequest:
+    episode_id: str
+    status: str
+    writer_step: int | None
+    turns: int
+    tool_calls: int
+    invalid_actions: int
+    waterfall: list[WaterfallRow]
+    error: str | None = None
+
+
+@dataclass
+class DeadLetterRequest:
+    episode_id: str
+    step: int
+    kind: str
+    error: str
+    attempts: int
+    last_checkpoint_id: int | None
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str
+    status: str
+    turns: int
+    tool_calls: int
+    invalid_actions: int
+    error: str | None = None

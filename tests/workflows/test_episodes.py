@@ -1,0 +1,152 @@
+"""Durable episodes end to end on the embedded Temporal + Postgres + Redis (oracle policy)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dllmflow.cli import app
+from dllmflow.config import Settings, load_settings
+from dllmflow.models.world import answer_matches
+from dllmflow.stack.components import settings_env
+from dllmflow.stack.health import check_worker
+from dllmflow.stack.process import wait_until
+from dllmflow.store.checkpoints import CheckpointStore
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.streams import executions
+from dllmflow.workflows.service import EpisodeService
+
+pytestmark = pytest.mark.integration
+
+
+async def run_episode(settings: Settings, record: dict[str, Any], policy: str = "oracle"):
+    svc = await EpisodeService.connect(settings)
+    episode = await svc.submit(record["question"], policy=policy, question_record=record)
+    result = await svc.wait(episode.id, timeout=120)
+    return EpisodeRepository(settings).get(episode.id), result
+
+
+def test_oracle_episode_answers_with_sources(stack: Settings, world_questions) -> None:
+    record = world_questions[0]  # the most hops
+    episode, result = asyncio.run(run_episode(stack, record))
+    assert result.status == "completed", episode.error
+    assert answer_matches(episode.answer, record), (episode.answer, record["answer"])
+    assert episode.sources
+    assert result.tool_calls >= len(record["hops"])
+    waterfall = episode.metrics["waterfall"]
+    assert [row["step"] for row in waterfall] == sorted(row["step"] for row in waterfall)
+    assert set(waterfall[0]["timings"]) == {
+        "queue",
+        "decode",
+        "tool",
+        "checkpoint",
+        "orchestration",
+    }
+
+    shown = CliRunner().invoke(app, ["episodes", "show", episode.id])
+    assert shown.exit_code == 0, shown.output
+    assert "planner" in shown.output and "writer" in shown.output
+    history = CliRunner().invoke(app, ["episodes", "history", episode.id])
+    assert "workflow_execution_completed" in history.output
+
+
+def test_replay_reuses_checkpoints_before_step(stack: Settings, world_questions) -> None:
+    record = world_questions[1]
+    source, _ = asyncio.run(run_episode(stack, record))
+    store = CheckpointStore(stack)
+
+    async def replay() -> str:
+        svc = await EpisodeService.connect(stack)
+        new = await svc.replay(source.id, from_step=3, policy="oracle")
+        await svc.wait(new.id, timeout=120)
+        return new.id
+
+    replay_id = asyncio.run(replay())
+    replayed = EpisodeRepository(stack).get(replay_id)
+    assert replayed.status == "completed" and replayed.answer == source.answer
+    assert replayed.parent_episode_id == source.id
+    for cp in store.for_episode(replay_id):
+        if cp.step < 3:
+            assert cp.payload.get("copied_from"), f"step {cp.step} {cp.kind} was recomputed"
+            assert executions(stack, cp.idempotency_key) == 0
+        else:
+            assert not cp.payload.get("copied_from")
+            assert executions(stack, cp.idempotency_key) == 1
+
+
+def test_bad_inputs_are_refused_clearly(stack: Settings) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "why?", "--policy", "telepathy"])
+    assert result.exit_code == 1 and "unknown policy 'telepathy'" in result.output
+    result = runner.invoke(app, ["run", "   ", "--policy", "oracle"])
+    assert result.exit_code == 1 and "question must be a non-empty string" in result.output
+    result = runner.invoke(app, ["episodes", "show", "ep-missing"])
+    assert result.exit_code == 1 and "no episode with id 'ep-missing'" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_worker_killed_mid_episode_resumes_without_rerunning(
+    stack: Settings, world_questions, tmp_path
+) -> None:
+    """Kill -9 the worker after a few committed steps; a new worker finishes the episode."""
+    record = world_questions[0]
+    _, reference = asyncio.run(run_episode(stack, record))
+    reference_answer = EpisodeRepository(stack).get(reference.episode_id).answer
+
+    queue = "kill-test"
+    settings = load_settings(task_queue=queue)
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "DLLMFLOW_TOOL_LATENCY": "search=fixed:0.4,fetch=fixed:0.4",
+    }
+
+    def start_worker() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dllmflow.workers.episode_worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert wait_until(lambda: check_worker(settings).healthy, 60)
+        return proc
+
+    worker = start_worker()
+    store = CheckpointStore(stack)
+
+    async def submit() -> str:
+        svc = await EpisodeService.connect(settings)
+        return (await svc.submit(record["question"], policy="oracle", question_record=record)).id
+
+    episode_id = asyncio.run(submit())
+    assert wait_until(
+        lambda: sum(cp.kind == "tool" for cp in store.for_episode(episode_id)) >= 2, 60, 0.05
+    )
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    committed = [cp.idempotency_key for cp in store.for_episode(episode_id)]
+    time.sleep(1.0)  # let anything in flight be lost with the worker
+    worker = start_worker()
+    try:
+
+        async def finish():
+            svc = await EpisodeService.connect(settings)
+            return await svc.wait(episode_id, timeout=180)
+
+        result = asyncio.run(finish())
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert result.status == "completed"
+    assert EpisodeRepository(stack).get(episode_id).answer == reference_answer
+    for key in committed:
+        assert executions(stack, key) == 1, f"{key} ran again after its checkpoint was committed"

@@ -1,0 +1,78 @@
+"""Policies for the episode loop: a model behind a sampler, or the oracle.
+
+A policy maps (role, question record, history of Steps) to the next turn. ``ModelPolicy``
+renders the context with ``prompting.render_context`` (the same renderer training used) and
+decodes one turn with its sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .episode import PolicyTurn
+from .oracle import oracle_turn
+from .prompting import CONTEXT_TOKENS, Step, render_context
+from .sampling.base import GenerationRequest, GenerationResult, Sampler
+
+
+class ModelPolicy:
+    def __init__(
+        self,
+        sampler: Sampler,
+        *,
+        max_new_tokens: int = 160,
+        tau: float = 0.9,
+        action_first: bool = False,
+        context_tokens: int = CONTEXT_TOKENS,
+        max_denoise_steps: int | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.max_new_tokens = max_new_tokens
+        self.tau = tau
+        self.action_first = action_first
+        self.context_tokens = min(context_tokens, sampler.max_position - max_new_tokens - 16)
+        self.max_denoise_steps = max_denoise_steps
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.sampler.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def request(
+        self, role: str, question: Mapping[str, Any] | str, history: Sequence[Step]
+    ) -> GenerationRequest:
+        prompt = render_context(
+            role,
+            question,
+            history,
+            max_tokens=self.context_tokens,
+            count_tokens=self.count_tokens,
+            action_first=self.action_first,
+        )
+        return GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=self.max_new_tokens,
+            tau=self.tau,
+            action_first=self.action_first,
+            max_denoise_steps=self.max_denoise_steps,
+        )
+
+    def generate(
+        self, role: str, question: Mapping[str, Any] | str, history: Sequence[Step]
+    ) -> GenerationResult:
+        return self.sampler.generate(self.request(role, question, history))
+
+    def __call__(
+        self, role: str, question: Mapping[str, Any], history: Sequence[Step]
+    ) -> PolicyTurn:
+        result = self.generate(role, question, history)
+        return PolicyTurn(result.text, result.to_dict())
+
+
+class OraclePolicy:
+    def __init__(self, action_first: bool = False) -> None:
+        self.action_first = action_first
+
+    def __call__(
+        self, role: str, question: Mapping[str, Any], history: Sequence[Step]
+    ) -> PolicyTurn:
+        return PolicyTurn(oracle_turn(role, question, history, action_first=self.action_first))

@@ -1,0 +1,278 @@
+"""The step-level sampler interface shared by every backend (AR, block diffusion, HF models).
+
+A serving scheduler does continuous batching with three calls:
+
+    state = sampler.start(request)             # no compute; tokenizes the prompt
+    events = sampler.step([state, other, ...])  # one forward pass per running sequence
+    result = sampler.result(state)              # once state.done
+
+Requests join or leave between steps; each carries its own budget and threshold. Greedy
+decoding is deterministic per request: a sequence's tokens do not depend on what it was batched
+with. ``generate`` (start + step until done) and ``generate_batch`` are conveniences on top.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
+
+StopReason = Literal["eos", "action_closed", "turn_closed", "budget_exhausted", "not_converged"]
+STOP_REASONS: tuple[str, ...] = (
+    "eos",  # the model ended the turn with its end-of-sequence token
+    "action_closed",  # think-first turn: stopped right after ACTION_CLOSE (the usual end)
+    "turn_closed",  # action-first (P-ReAct) turn: stopped after the thinking closed
+    "budget_exhausted",  # max_new_tokens reached before the turn ended
+    "not_converged",  # diffusion: denoising-step budget spent with masks left (dead-letter it)
+)
+MASK_GLYPH = "\u2591"  # how a still-masked position shows in a partial diffusion text
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str  # the rendered context (prompting.render_context); the turn continues it
+    max_new_tokens: int = 160  # turn budget in tokens
+    tau: float = 0.9  # diffusion: commit masked positions whose max prob >= tau
+    max_steps_per_block: int | None = None  # diffusion: denoising passes per block (None: block)
+    max_denoise_steps: int | None = None  # diffusion: denoising passes per turn (None: unbounded)
+    action_first: bool = False  # P-ReAct order: the action span is decoded before the thinking
+    stop_at_action_close: bool = True  # think-first: stop as soon as ACTION_CLOSE is decoded
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class ProgressEvent:
+    request_id: str
+    kind: Literal["tokens", "refinement"]  # AR: new tokens; diffusion: one denoising pass
+    text: str  # AR: the text delta; diffusion: the partial turn, MASK_GLYPH where masked
+    tokens_generated: int  # tokens final so far
+    committed_fraction: float  # diffusion: committed share of the decoded region; AR: 1.0
+    forward_passes: int
+    refinement_passes: int
+    action_text: str | None = None  # set on the step at which the action span became complete
+    done: bool = False
+    stop_reason: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    request_id: str
+    text: str  # the turn text (tags kept; eos and anything after the stop dropped)
+    token_ids: list[int]
+    tokens_generated: int
+    prompt_tokens: int
+    forward_passes: int  # every model forward, prefill included
+    refinement_passes: int  # diffusion denoising passes (AR: 0)
+    decode_seconds: float  # wall time of the steps this request took part in
+    stop_reason: str
+    action_ready_pass: int | None = None  # forward pass after which the action was complete
+    action_ready_seconds: float | None = None  # decode time at that moment (P-ReAct's gain)
+    action_text: str | None = None
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.tokens_generated / max(1, self.forward_passes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["tokens_per_forward"] = self.tokens_per_forward
+        return d
+
+
+@dataclass
+class SequenceState:
+    """One running request; samplers subclass it with their own decoding state."""
+
+    request: GenerationRequest
+    prompt_ids: list[int]
+    generated: list[int] = field(default_factory=list)
+    done: bool = False
+    stop_reason: str | None = None
+    forward_passes: int = 0
+    refinement_passes: int = 0
+    decode_seconds: float = 0.0
+    action_ready_pass: int | None = None
+    action_ready_seconds: float | None = None
+    action_text: str | None = None
+    final_text: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+
+def find_turn_end(text: str, action_first: bool, stop_at_action_close: bool) -> int | None:
+    """Index just past the tag that ends the turn in ``text``, or None if it has not ended.
+
+    Think-first: the turn ends at ACTION_CLOSE. Action-first: at the THINK_CLOSE that follows
+    the closed action span.
+    """
+    close = text.find(ACTION_CLOSE)
+    if close < 0:
+        return None
+    after_action = close + len(ACTION_CLOSE)
+    if not action_first:
+        return after_action if stop_at_action_close else None
+    think_close = text.find(THINK_CLOSE, after_action)
+    return None if think_close < 0 else think_close + len(THINK_CLOSE)
+
+
+def action_span(text: str) -> str | None:
+    """The complete ``<action>...</action>`` span of ``text``, if it has closed."""
+    start, end = text.find(ACTION_OPEN), text.find(ACTION_CLOSE)
+    if start < 0 or end < start:
+        return None
+    return text[start : end + len(ACTION_CLOSE)]
+
+
+class Sampler(ABC):
+    """Decodes turns for one model; see the module docstring for the protocol."""
+
+    kind: str = "base"
+    tokenizer: Any
+    max_position: int
+
+    def encode_prompt(self, prompt: str, max_new_tokens: int) -> list[int]:
+        """Prompt ids, left-truncated so prompt + turn budget fit the model's positions."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        room = self.max_position - max_new_tokens - self.prompt_slack
+        if room <= 0:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
+                f"(model positions: {self.max_position})"
+            )
+        return ids[-room:]
+
+    prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
+
+    @property
+    def max_context_tokens(self) -> int:
+        """Tokens a rendered context may use with the default 160-token turn budget."""
+        return self.max_position - 160 - self.prompt_slack
+
+    @abstractmethod
+    def start(self, request: GenerationRequest) -> SequenceState: ...
+
+    @abstractmethod
+    def step(self, states: Sequence[SequenceState]) -> list[ProgressEvent]:
+        """Advance every unfinished state by one forward pass; one event per advanced state."""
+
+    def result(self, state: SequenceState) -> GenerationResult:
+        if not state.done:
+            raise ValueError(f"request {state.request_id} is still running")
+        return GenerationResult(
+            request_id=state.request_id,
+            text=state.final_text or "",
+            token_ids=list(state.generated),
+            tokens_generated=len(state.generated),
+            prompt_tokens=len(state.prompt_ids),
+            forward_passes=state.forward_passes,
+            refinement_passes=state.refinement_passes,
+            decode_seconds=state.decode_seconds,
+            stop_reason=state.stop_reason or "budget_exhausted",
+            action_ready_pass=state.action_ready_pass,
+            action_ready_seconds=state.action_ready_seconds,
+            action_text=state.action_text,
+        )
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_event: Callable[[ProgressEvent], None] | None = None,
+    ) -> GenerationResult:
+        state = self.start(request)
+        while not state.done:
+            for event in self.step([state]):
+                if on_event is not None:
+                    on_event(event)
+        return self.result(state)
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], max_batch: int = 8
+    ) -> list[GenerationResult]:
+        """Continuous batching in miniature: finished sequences leave, waiting ones join."""
+        waiting = list(requests)
+        running: list[SequenceState] = []
+        results: dict[str, GenerationResult] = {}
+        while waiting or running:
+            while waiting and len(running) < max_batch:
+                running.append(self.start(waiting.pop(0)))
+            self.step(running)
+            for s in [s for s in running if s.done]:
+                results[s.request_id] = self.result(s)
+                running.remove(s)
+        return [results[r.request_id] for r in requests]
+
+
+def _note_action(state: SequenceState, text: str) -> str | None:
+    """Record the moment the action span completed; returns it on that step only."""
+    if state.action_ready_pass is not None:
+        return None
+    span = action_span(text)
+    if span is None:
+        return None
+    state.action_ready_pass = state.forward_passes
+    state.action_ready_seconds = state.decode_seconds
+    state.action_text = span
+    return span
+
+
+class Timer:
+    """Adds a step's wall time to every state that took part in it."""
+
+    def __init__(self, states: Sequence[SequenceState]) -> None:
+        self.states = states
+
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        dt = time.perf_counter() - self.t0
+        for s in self.states:
+            s.decode_seconds += dt
+
+
+def run_cached(
+    model: Any,
+    caches: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]],
+    input_ids: torch.Tensor,  # [B, L]
+    starts: Sequence[int],
+) -> torch.Tensor:
+    """One ``forward_cached`` over several sequences that each own a [1, H, S_i, D] cache.
+
+    A single sequence uses its cache in place; several are stacked (padded to the longest
+    needed length), run together, and the newly written slots copied back. Returns [B, L, V].
+    """
+    device = input_ids.device
+    starts_t = torch.tensor(list(starts), dtype=torch.long, device=device)
+    if len(caches) == 1:
+        ks, vs = caches[0]
+        return model.forward_cached(input_ids, ks, vs, starts_t)
+    length = input_ids.shape[1]
+    s_max = max(starts) + length
+    n_layers = len(caches[0][0])
+    batch_k, batch_v = [], []
+    for layer in range(n_layers):
+        batch_k.append(torch.cat([_fit(c[0][layer], s_max) for c in caches]))
+        batch_v.append(torch.cat([_fit(c[1][layer], s_max) for c in caches]))
+    logits = model.forward_cached(input_ids, batch_k, batch_v, starts_t)
+    for row, ((ks, vs), start) in enumerate(zip(caches, starts, strict=True)):
+        for layer in range(n_layers):
+            ks[layer][0, :, start : start + length] = batch_k[layer][row, :, start : start + length]
+            vs[layer][0, :, start : start + length] = batch_v[layer][row, :, start : start + length]
+    return logits
+
+
+def _fit(cache: torch.Tensor, s: int) -> torch.Tensor:  # [1, H, S_i, D] -> [1, H, s, D]
+    if cache.shape[2] >= s:
+        return cache[:, :, :s]
+    pad = cache.new_zeros(cache.shape[0], cache.shape[1], s - cache.shape[2], cache.shape[3])
+    return torch.cat([cache, pad], dim=2)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dllmflow.commands import dlq, episodes
+from dllmflow.commands import demo, dlq, episodes
 from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.config import Settings, SettingsError, load_settings
 from dllmflow.stack.components import StackError
@@ -110,6 +110,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
         raise typer.Exit(1)
 
 
+app.command("demo")(user_errors(demo.demo_command))
 app.command("run")(user_errors(episodes.run_command))
 app.command("submit")(user_errors(episodes.submit_command))
 app.add_typer(episodes.app, name="episodes")

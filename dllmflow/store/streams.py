@@ -82,7 +82,7 @@ class ProgressStream:
     def __init__(self, settings: Settings) -> None:
         self.redis = redis_client(settings)
 
-    def publish(self, episode_id: str, kind: str, **data: Any) -> None:
+    def publish(self, episode_id: str, kind: str, /, **data: Any) -> None:
         payload = {**data, "event": kind, "at": time.time()}
         self.redis.xadd(
             progress_stream(episode_id),

@@ -56,6 +56,7 @@ def test_oracle_episode_answers_with_sources(stack: Settings, world_questions) -
     assert "planner" in shown.output and "writer" in shown.output
     history = CliRunner().invoke(app, ["episodes", "history", episode.id])
     assert "workflow_execution_completed" in history.output
+    assert "activity_task_failed" not in history.output  # the happy path needs no retries
 
 
 def test_replay_reuses_checkpoints_before_step(stack: Settings, world_questions) -> None:

@@ -1,0 +1,106 @@
+"""Bearer-token auth for the API and a cookie session for the dashboard.
+
+One shared operator token: DLLMFLOW_API_TOKEN, or a random one generated into
+<state_dir>/api_token (mode 0600) on first use. API clients send `Authorization: Bearer <token>`.
+Browsers log in once (the /login form, or ?token= on any dashboard page) and get an HttpOnly,
+SameSite=Strict cookie holding an HMAC derived from the token, never the token itself.
+Cookie-authenticated writes must also carry the X-Requested-By header (cross-site forms cannot
+set it), which the dashboard's scripts add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+
+from dllmflow.config import Settings
+
+TOKEN_FILE = "api_token"
+COOKIE_NAME = "dllmflow_session"
+CSRF_HEADER = "X-Requested-By"
+CSRF_VALUE = "dllmflow-dashboard"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class AuthError(Exception):
+    """401 (or 403 for a cookie write without the dashboard header); message says why."""
+
+    def __init__(self, message: str, status_code: int = 401) -> None:
+        super().__init__(message)
+        self.message, self.status_code = message, status_code
+
+
+def token_path(settings: Settings) -> Path:
+    return settings.state_dir / TOKEN_FILE
+
+
+def ensure_api_token(settings: Settings) -> str:
+    """The configured token, else the one in the state dir, created (0600) if absent."""
+    if settings.api_token is not None and settings.api_token.get_secret_value().strip():
+        return settings.api_token.get_secret_value().strip()
+    path = token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Write a private temp file, then link it into place: concurrent first uses agree on
+        # one token and nobody ever reads a half-written file.
+        tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # never leave a readable secret behind
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"{path} is empty; delete it or set DLLMFLOW_API_TOKEN")
+    return token
+
+
+def fingerprint(token: str) -> str:
+    """Who made a call, for the audit log: a short hash that does not reveal the token."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def session_value(token: str) -> str:
+    return hmac.new(token.encode(), b"dllmflow dashboard session", hashlib.sha256).hexdigest()
+
+
+def token_matches(candidate: str, token: str) -> bool:
+    return hmac.compare_digest(candidate.encode(), token.encode())
+
+
+@dataclass(frozen=True)
+class Principal:
+    actor: str  # token fingerprint
+    via: str  # "bearer" | "cookie"
+
+
+def authenticate(request: Request, token: str) -> Principal:
+    """Check the bearer header or the session cookie; raise AuthError when neither is valid."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+        if not token_matches(value.strip(), token):
+            raise AuthError("invalid API token")
+        return Principal(fingerprint(token), "bearer")
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie is not None:
+        if not hmac.compare_digest(cookie.encode(), session_value(token).encode()):
+            raise AuthError("dashboard session expired or invalid; log in again")
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+            raise AuthError(f"cookie-authenticated writes need the {CSRF_HEADER} header", 403)
+        return Principal(fingerprint(token), "cookie")
+    raise AuthError("missing API token: send 'Authorization: Bearer <token>'")

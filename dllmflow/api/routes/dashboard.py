@@ -1,0 +1,144 @@
+"""Server-rendered operator dashboard (Jinja2; small vanilla JS for live updates and buttons)."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from dllmflow.api import queries
+from dllmflow.api.auth import COOKIE_NAME, token_matches
+from dllmflow.api.deps import require_viewer, safe_next, set_session
+from dllmflow.api.state import ApiState, api_state
+from dllmflow.api.templating import TEMPLATES
+from dllmflow.api.views import (
+    compare_policies,
+    layout_waterfall,
+    temporal_url,
+    timeline,
+    waterfall_steps,
+)
+from dllmflow.store.models import EpisodeStatus
+
+FAILED_LOGIN_DELAY_S = 0.5
+MAX_LOGIN_BODY = 4096
+
+public = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(require_viewer)])
+
+
+@public.get("/login")
+def login_form(request: Request, next: str | None = None, error: str | None = None) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request,
+        "login.html",
+        {"next": safe_next(next), "error": error},
+        status_code=401 if error else 200,
+    )
+
+
+@public.post("/login")
+async def login(request: Request) -> Response:
+    body = await request.body()
+    form = parse_qs(body[:MAX_LOGIN_BODY].decode("utf-8", "replace"))
+    given = (form.get("token") or [""])[0].strip()
+    target = safe_next((form.get("next") or [None])[0])
+    token: str = request.app.state.api.token
+    if not given or not token_matches(given, token):
+        await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing a weak configured token
+        return TEMPLATES.TemplateResponse(
+            request, "login.html", {"next": target, "error": "invalid token"}, status_code=401
+        )
+    response = RedirectResponse(target, status_code=303)
+    set_session(response, request, token)
+    return response
+
+
+@public.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/episodes", status_code=303)
+
+
+@router.get("/episodes", response_class=HTMLResponse)
+def episodes_page(
+    request: Request,
+    status: str | None = None,
+    limit: int = Query(100, ge=1, le=500),
+    state: ApiState = Depends(api_state),
+) -> Response:
+    status = status if status in EpisodeStatus.ALL else None
+    rows = state.episodes.list(status=status, limit=limit)
+    counts = state.episodes.counts_by_status()
+    return TEMPLATES.TemplateResponse(
+        request,
+        "episodes.html",
+        {"episodes": rows, "status": status, "counts": counts, "nav": "episodes"},
+    )
+
+
+@router.get("/episodes/{episode_id}", response_class=HTMLResponse)
+def episode_page(episode_id: str, request: Request, state: ApiState = Depends(api_state)):
+    episode = state.episodes.get(episode_id)
+    turns = timeline(state.checkpoints.for_episode(episode_id))
+    steps, provisional = waterfall_steps(episode, turns)
+    metrics = episode.metrics or {}
+    summary = {
+        "turns": metrics.get("turns", len(turns)),
+        "tool_calls": metrics.get("tool_calls", sum(1 for t in turns if t.tool)),
+        "invalid_actions": metrics.get("invalid_actions", sum(1 for t in turns if not t.valid)),
+    }
+    wall = None
+    if episode.finished_at and episode.created_at:
+        wall = (episode.finished_at - episode.created_at).total_seconds()
+    return TEMPLATES.TemplateResponse(
+        request,
+        "episode.html",
+        {
+            "episode": episode,
+            "turns": turns,
+            "chart": layout_waterfall(steps, provisional),
+            "summary": summary,
+            "wall_s": wall,
+            "nav": "episodes",
+            "temporal_url": temporal_url(state.settings, episode),
+            "dead_letters": [d for d in state.dlq.list(1000) if d.episode_id == episode_id],
+        },
+    )
+
+
+@router.get("/dlq", response_class=HTMLResponse)
+def dlq_page(request: Request, state: ApiState = Depends(api_state)) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request, "dlq.html", {"letters": state.dlq.list(1000), "nav": "dlq"}
+    )
+
+
+@router.get("/ab", response_class=HTMLResponse)
+def ab_page(request: Request, state: ApiState = Depends(api_state)) -> Response:
+    runs = [
+        (run, compare_policies(run.metrics or {})) for run in queries.eval_runs(state.settings, 20)
+    ]
+    return TEMPLATES.TemplateResponse(request, "ab.html", {"runs": runs, "nav": "ab"})
+
+
+@router.get("/api-reference", response_class=HTMLResponse)
+def api_reference(request: Request) -> Response:
+    """The OpenAPI schema as a plain page (works offline, unlike Swagger UI's CDN script)."""
+    schema = request.app.openapi()
+    ops = [
+        (method.upper(), path, op)
+        for path, item in schema.get("paths", {}).items()
+        for method, op in item.items()
+    ]
+    return TEMPLATES.TemplateResponse(
+        request, "api_reference.html", {"ops": ops, "schema": schema, "nav": "api"}
+    )

@@ -1,0 +1,46 @@
+"""/healthz (open), /metrics, /openapi.json and /docs (token or dashboard session)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dllmflow.api.deps import require_token, require_viewer
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["system"], summary="Liveness; needs no token")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/metrics",
+    tags=["system"],
+    dependencies=[Depends(require_token)],
+    summary="Prometheus metrics (scrape with the bearer token)",
+    response_class=Response,
+)
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])
+def openapi(request: Request) -> dict[str, Any]:
+    return request.app.openapi()
+
+
+@router.get("/docs", include_in_schema=False, dependencies=[Depends(require_viewer)])
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI. Its viewer script comes from a CDN; offline, /api-reference lists the same
+    endpoints server-side."""
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="dllmflow API",
+        swagger_ui_parameters={"persistAuthorization": False},
+    )

@@ -1,0 +1,61 @@
+// Dashboard buttons: any element with data-action/data-url calls the API with the session
+// cookie plus the anti-CSRF header, then reloads (or opens the episode the call returned).
+"use strict";
+
+function csrfHeaders() {
+  const body = document.body.dataset;
+  return { [body.csrfHeader]: body.csrfValue, "Content-Type": "application/json" };
+}
+
+function flash(message, isError) {
+  const box = document.getElementById("flash");
+  if (!box) return;
+  box.textContent = message;
+  box.classList.toggle("error", Boolean(isError));
+  box.hidden = false;
+}
+
+async function callApi(method, url, body) {
+  const response = await fetch(url, {
+    method, headers: csrfHeaders(), credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await response.json(); } catch (_) { /* empty body */ }
+  if (!response.ok) throw new Error((data && data.error) || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function afterCall(data) {
+  if (data && data.id && data.id !== document.getElementById("live")?.dataset.episode) {
+    window.location.href = `/episodes/${encodeURIComponent(data.id)}`;
+  } else {
+    window.location.reload();
+  }
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+  button.disabled = true;
+  try {
+    afterCall(await callApi(button.dataset.action, button.dataset.url));
+  } catch (err) {
+    flash(err.message, true);
+    button.disabled = false;
+  }
+});
+
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form.replay");
+  if (!form) return;
+  event.preventDefault();
+  const body = { from_step: Number(form.elements.from_step.value) };
+  if (form.elements.policy.value) body.policy = form.elements.policy.value;
+  try {
+    afterCall(await callApi("POST", form.dataset.url, body));
+  } catch (err) {
+    flash(err.message, true);
+  }
+});

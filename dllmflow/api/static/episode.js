@@ -1,0 +1,97 @@
+// Live view of one episode over Server-Sent Events: a log of turns and tool calls, and the
+// current turn's text as it is refined (diffusion: pass by pass, with the characters that
+// changed in the latest pass highlighted; AR: tokens appended). Reloads when the episode ends
+// so the final timeline and waterfall are rendered by the server.
+"use strict";
+
+(function () {
+  const live = document.getElementById("live");
+  if (!live) return;
+  const state = document.getElementById("live-state");
+  const log = document.getElementById("live-log");
+  const panel = document.getElementById("refinement");
+  const textBox = document.getElementById("refine-text");
+  const passBox = document.getElementById("refine-pass");
+  const whereBox = document.getElementById("refine-where");
+  const committed = document.getElementById("refine-committed");
+  const fraction = document.getElementById("refine-fraction");
+  const MAX_LOG = 200;
+  let previous = "";
+  let passes = 0;
+  let turnKey = null;
+
+  function addLog(text, cls) {
+    const item = document.createElement("li");
+    item.textContent = text;
+    if (cls) item.className = cls;
+    log.appendChild(item);
+    while (log.children.length > MAX_LOG) log.removeChild(log.firstChild);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // Render `text`, marking characters that differ from the previous pass (no innerHTML).
+  function renderPass(text) {
+    textBox.replaceChildren();
+    let run = "", runNew = false;
+    const flush = () => {
+      if (!run) return;
+      const node = runNew ? document.createElement("mark") : document.createTextNode(run);
+      if (runNew) node.textContent = run;
+      textBox.appendChild(node);
+      run = "";
+    };
+    for (let i = 0; i < text.length; i++) {
+      const changed = text[i] !== previous[i];
+      if (changed !== runNew) { flush(); runNew = changed; }
+      run += text[i];
+    }
+    flush();
+    previous = text;
+  }
+
+  function onProgress(data) {
+    const key = `${data.step}/${data.role}`;
+    if (key !== turnKey) { turnKey = key; previous = ""; passes = 0; }
+    panel.hidden = false;
+    passes = data.pass ?? data.refinement_pass ?? passes + 1;
+    passBox.textContent = passes;
+    whereBox.textContent = `step ${data.step ?? "?"} · ${data.role ?? ""}`;
+    if (typeof data.committed_fraction === "number") {
+      const pct = Math.round(100 * data.committed_fraction);
+      committed.style.width = `${pct}%`;
+      fraction.textContent = `${pct}% committed`;
+    }
+    if (typeof data.text === "string") renderPass(data.text);
+    else if (typeof data.token === "string" || typeof data.delta === "string") {
+      renderPass(previous + (data.token ?? data.delta));
+    }
+  }
+
+  const describe = {
+    started: () => "episode started",
+    turn: (d) => `step ${d.step} ${d.role} (${d.backend}): ${d.valid ? (d.tool || "turn") : "invalid: " + d.error}${d.cached ? " [cached]" : ""}`,
+    tool: (d) => `step ${d.step} tool ${d.tool}: ${d.ok ? "ok" : "error: " + d.error}`,
+    finished: (d) => `finished: ${d.status}${d.answer ? " — " + d.answer : ""}`,
+    dead_lettered: (d) => `dead-lettered at step ${d.step}: ${d.error}`,
+  };
+
+  if (live.dataset.finished === "1" || !window.EventSource) return;
+  const source = new EventSource(live.dataset.eventsUrl);
+  source.onopen = () => { state.textContent = "following"; };
+  source.onerror = () => { state.textContent = "reconnecting…"; };
+  source.addEventListener("model_progress", (e) => onProgress(JSON.parse(e.data)));
+  for (const name of Object.keys(describe)) {
+    source.addEventListener(name, (e) => {
+      const data = JSON.parse(e.data);
+      addLog(describe[name](data), name === "dead_lettered" ? "error" : "");
+      const badge = document.getElementById("status");
+      if (name === "started") { badge.textContent = "running"; badge.className = "status status-running"; }
+    });
+  }
+  source.addEventListener("end", (e) => {
+    source.close();
+    const data = JSON.parse(e.data);
+    state.textContent = `ended (${data.status})`;
+    setTimeout(() => window.location.reload(), 600);
+  });
+})();

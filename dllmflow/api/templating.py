@@ -1,0 +1,45 @@
+"""The dashboard's Jinja2 environment (templates/ next to this file, autoescaped)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+
+from dllmflow.api.auth import CSRF_HEADER, CSRF_VALUE
+from dllmflow.api.views import SEGMENTS
+from dllmflow.store.models import EpisodeStatus
+from dllmflow.workflows.types import POLICIES
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def timestamp(value: float | datetime | None) -> str:
+    if value is None:
+        return "–"
+    when = value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+TEMPLATES.env.globals.update(
+    statuses=EpisodeStatus.ALL,
+    finished=EpisodeStatus.FINISHED,
+    policies=POLICIES,
+    segments=SEGMENTS,
+    csrf_header=CSRF_HEADER,
+    csrf_value=CSRF_VALUE,
+)
+TEMPLATES.env.filters.update(seconds=seconds, when=timestamp, number=number)

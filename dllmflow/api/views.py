@@ -1,0 +1,186 @@
+"""Read models shared by the JSON API and the dashboard: the turn timeline and the waterfall."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dllmflow.api.schemas import TimelineTurn, ToolResult
+from dllmflow.config import Settings
+from dllmflow.store.checkpoints import StoredCheckpoint
+from dllmflow.store.models import Episode
+
+SEGMENTS = ("queue", "decode", "tool", "checkpoint", "orchestration")
+PREVIEW_CHARS = 240
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def temporal_url(settings: Settings, episode: Episode) -> str | None:
+    if not episode.workflow_id:
+        return None
+    ns = settings.temporal_namespace
+    return f"{settings.temporal_ui_url.rstrip('/')}/namespaces/{ns}/workflows/{episode.workflow_id}"
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def timeline(checkpoints: Iterable[StoredCheckpoint]) -> list[TimelineTurn]:
+    """Live checkpoints (step order, turn before its tool) folded into one row per step."""
+    rows: list[TimelineTurn] = []
+    by_step: dict[int, TimelineTurn] = {}
+    for cp in checkpoints:
+        p = cp.payload
+        if cp.kind == "tool":
+            row = by_step.get(cp.step)
+            if row is not None:
+                row.tool = ToolResult(
+                    checkpoint_id=cp.id,
+                    ok=bool(p.get("ok")),
+                    error=p.get("error"),
+                    result_preview=preview(p.get("result") if p.get("ok") else p.get("error")),
+                    latency_s=_float(p.get("latency_s", cp.timings.get("tool_s"))),
+                )
+            continue
+        row = TimelineTurn(
+            step=cp.step,
+            kind=cp.kind,
+            role=cp.role,
+            backend=cp.backend,
+            model=cp.model,
+            checkpoint_id=cp.id,
+            queue_s=_float(cp.timings.get("queue_s")),
+            decode_s=_float(cp.timings.get("decode_s")),
+            valid=bool(p.get("valid")),
+            error=p.get("error"),
+            thinking=p.get("thinking"),
+            action=p.get("action"),
+            stats=p.get("stats") or {},
+            repaired=bool(p.get("repaired")),
+            copied_from=p.get("copied_from"),
+        )
+        by_step[cp.step] = row
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class WaterfallStep:
+    step: int
+    role: str
+    backend: str
+    tool: str | None
+    timings: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.timings.values())
+
+
+def waterfall_steps(
+    episode: Episode, turns: Sequence[TimelineTurn]
+) -> tuple[list[WaterfallStep], bool]:
+    """The recorded waterfall; while none is (running or dead-lettered episodes) a provisional
+    one from checkpoint timings, without checkpoint-write and orchestration time.
+    Returns (steps, provisional)."""
+    recorded = (episode.metrics or {}).get("waterfall")
+    if recorded:
+        steps = [
+            WaterfallStep(
+                step=int(r.get("step", i)),
+                role=str(r.get("role") or ""),
+                backend=str(r.get("backend") or ""),
+                tool=r.get("tool"),
+                timings={
+                    k: max(0.0, float((r.get("timings") or {}).get(k) or 0.0)) for k in SEGMENTS
+                },
+            )
+            for i, r in enumerate(recorded)
+        ]
+        return steps, False
+    steps = []
+    for t in turns:
+        timings = dict.fromkeys(SEGMENTS, 0.0)
+        timings["queue"] = t.queue_s or 0.0
+        timings["decode"] = t.decode_s or 0.0
+        timings["tool"] = (t.tool.latency_s or 0.0) if t.tool else 0.0
+        tool = (t.action or {}).get("tool")
+        steps.append(WaterfallStep(t.step, t.role or "", t.backend or "", tool, timings))
+    return steps, True
+
+
+@dataclass
+class Bar:
+    segment: str
+    x: float  # percent of the chart width
+    width: float
+    seconds: float
+
+
+@dataclass
+class WaterfallRow:
+    step: WaterfallStep
+    bars: list[Bar]
+    start_s: float
+
+
+@dataclass
+class Waterfall:
+    rows: list[WaterfallRow]
+    total_s: float
+    by_segment: dict[str, float]
+    provisional: bool
+
+
+def layout_waterfall(steps: Sequence[WaterfallStep], provisional: bool = False) -> Waterfall:
+    """Each step starts where the previous one ended; segments stack left to right.
+    Positions are percentages of the episode's summed step time."""
+    total = sum(s.total for s in steps)
+    scale = 100.0 / total if total > 0 else 0.0
+    rows, cursor = [], 0.0
+    for s in steps:
+        bars, x = [], cursor
+        for seg in SEGMENTS:
+            secs = s.timings.get(seg, 0.0)
+            if secs > 0:
+                bars.append(Bar(seg, round(x * scale, 3), round(secs * scale, 3), secs))
+                x += secs
+        rows.append(WaterfallRow(s, bars, cursor))
+        cursor += s.total
+    by_segment = {seg: sum(s.timings.get(seg, 0.0) for s in steps) for seg in SEGMENTS}
+    return Waterfall(rows, total, by_segment, provisional)
+
+
+@dataclass
+class Comparison:
+    """One eval run's metrics as a table: a row per metric, a column per policy."""
+
+    policies: list[str]
+    rows: list[tuple[str, list[float | None], float]]  # (metric, value per policy, row max)
+    baseline: str | None
+
+
+def compare_policies(metrics: dict[str, Any]) -> Comparison:
+    """EvalRun.metrics keyed by policy ({"ar": {...}, "diffusion": {...}}), optionally nested
+    under "policies"; non-numeric entries are left out."""
+    source = metrics.get("policies") if isinstance(metrics.get("policies"), dict) else metrics
+    by_policy = {p: m for p, m in source.items() if isinstance(m, dict)}
+    policies = sorted(by_policy, key=lambda p: (p not in ("ar", "diffusion", "routed"), p))
+    names: list[str] = []
+    for m in by_policy.values():
+        names += [k for k, v in m.items() if _float(v) is not None and k not in names]
+    rows = []
+    for name in names:
+        values = [_float(by_policy[p].get(name)) for p in policies]
+        top = max((abs(v) for v in values if v is not None), default=0.0)
+        rows.append((name, values, top))
+    return Comparison(policies, rows, "ar" if "ar" in by_policy else None)

@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from dllmflow.commands import demo, dlq, episodes
+from dllmflow.commands.common import console, err_console, settings, user_errors
 from dllmflow.commands.corpus import app as corpus_app
-from dllmflow.config import Settings, SettingsError, load_settings
-from dllmflow.stack.components import StackError
+from dllmflow.commands.eval import eval_command
 from dllmflow.stack.health import Health
 
 app = typer.Typer(
@@ -24,34 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can act on into one clear line instead of a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (SettingsError, StackError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
-
-    return wrapper
-
-
-def settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        fail(str(exc))
-        raise  # unreachable; keeps type checkers happy
 
 
 def print_health(rows: list[Health], as_json: bool) -> None:
@@ -115,6 +83,53 @@ app.command("run")(user_errors(episodes.run_command))
 app.command("submit")(user_errors(episodes.submit_command))
 app.add_typer(episodes.app, name="episodes")
 app.add_typer(dlq.app, name="dlq")
+
+
+app.command("eval")(user_errors(eval_command))
+
+
+@app.command()
+@user_errors
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default DLLMFLOW_API_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default DLLMFLOW_API_PORT)."),
+) -> None:
+    """Run the HTTP API and dashboard (foreground)."""
+    from dllmflow.commands.serve import serve as run_server
+
+    run_server(settings(), host, port)
+
+
+@app.command()
+@user_errors
+def train(
+    backend: str = typer.Option(..., help="ar | diffusion"),
+    out: str = typer.Option(..., help="Checkpoint directory to write (resumable)."),
+    steps: int = typer.Option(4000, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(2e-3, min=0),
+    max_seconds: float | None = typer.Option(None, min=1),
+    ablate_context_clean: bool = typer.Option(False, help="Mask context too (ablation)."),
+    ablate_span_mask: bool = typer.Option(False, help="Plain block-causal mask (ablation)."),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda if available)."),
+) -> None:
+    """Agent-oriented fine-tuning of one model of the matched pair."""
+    if backend not in ("ar", "diffusion"):
+        raise ValueError(f"--backend must be 'ar' or 'diffusion' (got {backend!r})")
+    from dllmflow.models.training import train as run_training
+
+    summary = run_training(
+        backend,
+        out,
+        steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_seconds=max_seconds,
+        ablate_context_clean=ablate_context_clean,
+        ablate_span_mask=ablate_span_mask,
+        device=device,
+    )
+    console.print_json(data=summary)
 
 
 @app.command()

@@ -104,7 +104,8 @@ def eval_command(
 
         stats = run_async(runner.run_eval(s, run_id, records, config, out, on_done=on_done))
     all_records = runner.run_records(s, run_id)
-    command = "dllmflow eval " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None
+    argv = sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]
+    command = "dllmflow eval " + shlex.join(argv) if "--questions" in argv else None
     metrics = write_outputs(
         all_records, out, config=asdict(config), run_id=run_id, price=price, command=command
     )

@@ -141,7 +141,7 @@ def render_report(
     out += ["", "## Results per policy", ""] + (
         policy_table(per_policy) if per_policy else ["(no episodes)"]
     )
-    out += ["", TTFUO_DEFINITION]
+    out += ["", TTFUO_DEFINITION, ""]
     out += [
         "Latency is end to end (episode created -> finished). Accuracy is exact match after "
         "normalisation (lowercase, punctuation and a leading article removed) against the gold "

@@ -27,7 +27,9 @@ def eval_command(
     name: str | None = typer.Option(None, help="Eval run name (default: the --out folder name)."),
     max_turns: int | None = typer.Option(None, min=2),
     max_tool_calls: int | None = typer.Option(None, min=1),
-    max_denoise_steps: int | None = typer.Option(None, min=1, help="Per-turn denoising budget."),
+    max_denoise_steps: int | None = typer.Option(
+        None, "--max-denoise-steps", "--max-steps", min=1, help="Per-turn denoising budget."
+    ),
     deadline_s: float | None = typer.Option(None, min=1, help="Wall clock per episode."),
     tau: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Commit threshold (recorded; a serving setting)."

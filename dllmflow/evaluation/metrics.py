@@ -90,8 +90,9 @@ def tokens_per_forward(records: Sequence[Record]) -> float | None:
 
 
 def gpu_seconds(record: Record) -> float:
-    """Accelerator time of one episode: its model turns' decode seconds."""
-    return sum(float(t.get("decode_s") or 0.0) for t in model_turns(record))
+    """Accelerator time of one episode: its model turns' decode seconds, shadow decodes included."""
+    served = sum(float(t.get("decode_s") or 0.0) for t in model_turns(record))
+    return served + sum(float(t.get("decode_s") or 0.0) for t in shadow_turns(record))
 
 
 def cost_per_success(records: Sequence[Record], price_per_hour: float) -> float | None:
@@ -163,12 +164,19 @@ def episode_arm(record: Record) -> str | None:
 
 
 def shadow_turns(record: Record) -> list[Record]:
-    """Shadow decodes recorded in routing metadata (``routing.shadow``: a turn-stats dict)."""
+    """Shadow decodes recorded by the router (``routing.shadow``: backend, decode_s, tokens,
+    forward_passes, text or error); validity is parsed from the shadow text when not given."""
+    from dllmflow.models.actions import parse_turn
+
     out = []
     for t in record.get("turn_stats") or []:
         shadow = (t.get("routing") or {}).get("shadow")
         if isinstance(shadow, dict) and shadow.get("backend"):
-            out.append({"step": t.get("step"), "role": t.get("role"), **shadow})
+            valid = shadow.get("valid")
+            if valid is None:
+                text = shadow.get("text")
+                valid = bool(text) and not shadow.get("error") and not parse_turn(text).error
+            out.append({"step": t.get("step"), "role": t.get("role"), **shadow, "valid": valid})
     return out
 
 

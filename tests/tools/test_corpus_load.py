@@ -13,7 +13,8 @@ from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.config import Settings
 from dllmflow.store import corpus as store
 from dllmflow.store.db import transaction
-from dllmflow.workers.tools import fetch, search
+from dllmflow.workers.tools.fetch import fetch
+from dllmflow.workers.tools.search import search
 from tests.tools.conftest import doc
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,10 @@ from sqlalchemy import inspect
 from dllmflow.models.local_search import PAGE_CHARS, InMemorySearch
 from dllmflow.store import corpus as store
 from dllmflow.store.db import get_engine
-from dllmflow.workers.tools import CorpusTools, ToolError, fetch, search
-from dllmflow.workers.tools.search import HIGHLIGHT, SNIPPET_CHARS
+from dllmflow.workers.tools import CorpusTools, ToolError
+from dllmflow.workers.tools import search as search_module
+from dllmflow.workers.tools.fetch import fetch
+from dllmflow.workers.tools.search import HIGHLIGHT, SNIPPET_CHARS, search
 from tests.tools.conftest import doc
 
 pytestmark = pytest.mark.integration
@@ -55,6 +57,31 @@ def test_any_term_fallback_when_no_document_has_every_term(stack, ranked):
 
 def test_title_outranks_body(stack, ranked):
     assert ids(search(stack, "heliograph", corpus=ranked)) == ["in-title", "in-body"]
+
+
+def test_exact_title_beats_longer_titles_for_a_name_query(stack, corpus_name):
+    docs = [
+        doc("longer", "The Silent Harbor of Vel is a novel.", title="The Silent Harbor of Vel"),
+        doc("exact", "The Silent Harbor, a study written long ago.", title="The Silent Harbor"),
+    ]
+    store.load_documents(stack, docs, corpus=corpus_name)
+    for query in ("The Silent Harbor", '"The Silent Harbor"'):
+        assert ids(search(stack, query, corpus=corpus_name))[0] == "exact"
+
+
+def test_any_term_tier_skips_words_too_common_to_rank_by(stack, corpus_name, monkeypatch):
+    monkeypatch.setattr(search_module, "COMMON_DOCS", 3)
+    docs = [doc(f"c{i}", f"born in a city number {i}") for i in range(5)]
+    docs.append(doc("rare", "the zeppelin was never born"))  # would tie on "born" alone
+    docs.append(doc("rarer", "a zeppelin hangar"))
+    store.load_documents(stack, docs, corpus=corpus_name)
+    # No document has every word; "born" (6 documents) is common, so only "zeppelin" ranks.
+    assert set(ids(search(stack, "born zeppelin hovercraft", k=5, corpus=corpus_name))) == {
+        "rare",
+        "rarer",
+    }
+    # Only common words: they are used after all, rather than returning nothing.
+    assert len(search(stack, "born city hovercraft", k=5, corpus=corpus_name).value) == 5
 
 
 def test_results_have_the_in_memory_shape_and_short_highlighted_snippets(stack, ranked):

@@ -3,15 +3,15 @@
 from dllmflow.workers.tools import ToolExecutor
 outcome = ToolExecutor(settings, corpus="demo").run(action, key=idempotency_key)
 outcome.observation  # the result, or {"error": "..."} for the agent
+
+The tool functions themselves: dllmflow.workers.tools.search.search and .fetch.fetch.
 """
 
 from dllmflow.workers.tools.adapter import CorpusTools
 from dllmflow.workers.tools.base import ToolError, ToolResult
 from dllmflow.workers.tools.executor import ToolExecutor, ToolOutcome
-from dllmflow.workers.tools.fetch import fetch
 from dllmflow.workers.tools.latency import LatencyProfile, LatencySpecError
 from dllmflow.workers.tools.registry import TOOLS, ToolCallError, ToolSpec, validate_call
-from dllmflow.workers.tools.search import search
 from dllmflow.workers.tools.settings import ToolSettings, load_tool_settings
 
 __all__ = [
@@ -26,8 +26,6 @@ __all__ = [
     "ToolResult",
     "ToolSettings",
     "ToolSpec",
-    "fetch",
     "load_tool_settings",
-    "search",
     "validate_call",
 ]

@@ -88,7 +88,9 @@ def _partials_kernel(
     stride_mb,
     stride_ml,
     BLOCK_V: tl.constexpr,
+    VEC: tl.constexpr,  # entries per 16-byte load: one group, reduced inside its thread
 ):
+    LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0)
     split = tl.program_id(1)
     b = row // L
@@ -98,25 +100,32 @@ def _partials_kernel(
     end = tl.minimum(start + chunk, V)
     end = tl.where(is_masked, end, start)  # committed positions read no logits
     base = logits_ptr + b.to(tl.int64) * stride_lb + pos.to(tl.int64) * stride_ll
-    cols = tl.arange(0, BLOCK_V)
-    # Per-lane online softmax: each lane keeps its own max, rescaled sum and first argmax, so
-    # the loop has no cross-thread reduction and one exp per element.
-    m_vec = tl.full([BLOCK_V], float("-inf"), tl.float32)
-    s_vec = tl.zeros([BLOCK_V], tl.float32)
-    i_vec = tl.full([BLOCK_V], 2147483647, tl.int32)
+    offs = tl.arange(0, BLOCK_V // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [G, VEC]
+    # Online softmax per group of VEC adjacent entries: the group max is taken inside one
+    # thread, so the loop costs about one exp and a handful of ALU ops per entry (the kernel
+    # must keep up with HBM). A group remembers only the tile of its first max; the argmax
+    # index is recovered after the loop by re-reading that one group.
+    m_g = tl.full([BLOCK_V // VEC], float("-inf"), tl.float32)
+    s_g = tl.zeros([BLOCK_V // VEC], tl.float32)
+    t_g = tl.full([BLOCK_V // VEC], 0, tl.int32)
     for off in range(start, end, BLOCK_V):
-        idx = off + cols
+        idx = off + offs
         x = tl.load(base + idx, mask=idx < end, other=float("-inf")).to(tl.float32)
-        gt = x > m_vec  # strict: an earlier index keeps a tie
-        e = tl.exp(-tl.abs(x - m_vec))  # exp(x - m) or, for a new max, exp(m_old - x)
-        e = tl.where(x == float("-inf"), 0.0, e)  # -inf - -inf is NaN; its weight is 0
-        s_vec = tl.where(gt, s_vec * e + 1.0, s_vec + e)
-        i_vec = tl.where(gt, idx, i_vec)
-        m_vec = tl.where(gt, x, m_vec)
-    m = tl.max(m_vec, axis=0)
-    w = tl.where(m_vec == float("-inf"), 0.0, tl.exp(m_vec - m))
-    s = tl.sum(s_vec * w, axis=0)
-    i = tl.min(tl.where(m_vec == m, i_vec, 2147483647), axis=0)
+        x_max = tl.max(x, axis=1)
+        m_new = tl.maximum(m_g, x_max)
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
+        e = tl.exp2((x - m_ref[:, None]) * LOG2E)  # exactly 1 at the max
+        s_g = s_g * tl.exp2((m_g - m_ref) * LOG2E) + tl.sum(e, axis=1)
+        t_g = tl.where(x_max > m_g, off, t_g)  # strict: the earliest tile keeps a tie
+        m_g = m_new
+    m = tl.max(m_g, axis=0)
+    w = tl.where(m_g == float("-inf"), 0.0, tl.exp2((m_g - m) * LOG2E))
+    s = tl.sum(s_g * w, axis=0)
+    # Re-read only the groups holding the max (normally one 16-byte load, likely in L2).
+    idx = t_g[:, None] + offs
+    holds_max = (m_g == m)[:, None] & (idx < end)
+    x = tl.load(base + idx, mask=holds_max, other=float("-inf")).to(tl.float32)
+    i = tl.min(tl.min(tl.where(holds_max & (x == m), idx, 2147483647), axis=1), axis=0)
     out = row * n_split + split
     tl.store(part_m_ptr + out, m)
     tl.store(part_s_ptr + out, s)
@@ -206,8 +215,9 @@ def confidence_commit_triton(
         logits = logits.contiguous()
     rows = b * n
     if block_v is None:
-        # 16-byte loads per thread, several per iteration; small tiles for small vocabularies.
+        # Two 16-byte loads per thread per iteration at 8 warps; smaller for small vocabularies.
         block_v = min(4096 if logits.element_size() == 2 else 2048, next_pow2(v))
+    vec = min(block_v, 16 // logits.element_size())
     if num_warps is None:
         num_warps = 8 if block_v >= 2048 else 4
     tiles = ceil_div(v, block_v)
@@ -223,7 +233,7 @@ def confidence_commit_triton(
     _partials_kernel[(rows, n_split)](
         logits, masked, part_m, part_s, part_i, n, v, chunk, n_split,
         logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
-        BLOCK_V=block_v, num_warps=num_warps,
+        BLOCK_V=block_v, VEC=vec, num_warps=num_warps,
     )  # fmt: skip
     block_s = next_pow2(n_split)
     block_l = max(1, min(next_pow2(n), 4096 // block_s))

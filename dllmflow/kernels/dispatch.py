@@ -99,6 +99,10 @@ class LazyKernel:
             fn = types.FunctionType(self.fn.__code__, scope, self.fn.__name__, self.fn.__defaults__)
             fn.__qualname__ = self.fn.__qualname__
             fn.__doc__ = self.fn.__doc__
+            # Triton reads tl.constexpr parameters off the annotations, which a def attaches to
+            # the function object, not to its code.
+            fn.__annotations__ = dict(self.fn.__annotations__)
+            fn.__kwdefaults__ = self.fn.__kwdefaults__
             self._built[interpret] = triton.jit(fn)
         return self._built[interpret]
 

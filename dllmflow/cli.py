@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.table import Table
 
-from dllmflow.commands import demo, dlq, episodes
+from dllmflow.commands import bench, demo, dlq, episodes
 from dllmflow.commands.common import console, err_console, settings, user_errors
 from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.commands.eval import eval_command
@@ -86,6 +86,7 @@ app.add_typer(dlq.app, name="dlq")
 
 
 app.command("eval")(user_errors(eval_command))
+app.add_typer(bench.app, name="bench")
 
 
 @app.command()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 def test_status_reports_every_component_with_versions(stack: Settings) -> None:
     rows = {h.name: h for h in manager.status(stack)}
-    assert set(rows) == {"postgres", "redis", "temporal", "ray", "worker"}
+    assert set(rows) == {"postgres", "redis", "temporal", "ray", "worker", "api"}
     for health in rows.values():
         assert health.healthy, f"{health.name}: {health.detail}"
         assert health.version
@@ -83,7 +83,7 @@ def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -
         assert manager.StackState(settings.state_dir).load()["redis"].pid != records["redis"].pid
 
         stopped = manager.down(settings)
-        assert set(stopped) == {"postgres", "redis", "temporal", "ray", "worker"}
+        assert set(stopped) == {"postgres", "redis", "temporal", "ray", "worker", "api"}
         assert not any(r.alive() for r in records.values())
         assert not any(h.healthy for h in manager.status(settings))
 

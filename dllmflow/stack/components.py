@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dllmflow.config import Settings
-from dllmflow.stack.health import CHECKS, Health, check_worker, libpq_url
+from dllmflow.stack.health import CHECKS, Health, check_api, check_worker, libpq_url
 from dllmflow.stack.process import ProcessRecord, spawn, tail, terminate_tree, wait_until
 
 
@@ -318,6 +318,21 @@ class WorkerComponent(Component):
         return record
 
 
+class ApiComponent(Component):
+    """The HTTP API and dashboard (`dllmflow serve`) on DLLMFLOW_API_HOST:DLLMFLOW_API_PORT."""
+
+    name = "api"
+
+    def health(self) -> Health:
+        return check_api(self.settings)
+
+    def start(self) -> ProcessRecord:
+        argv = [sys.executable, "-m", "dllmflow.cli", "serve"]
+        record = spawn(argv, self.log_path, env=settings_env(self.settings))
+        self._wait_healthy(record)
+        return record
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as DLLMFLOW_* variables, so a child process sees the same configuration."""
     env = {}
@@ -344,6 +359,7 @@ COMPONENTS: dict[str, Callable[[Settings], Component]] = {
     "temporal": TemporalComponent,
     "ray": RayComponent,
     "worker": WorkerComponent,
+    "api": ApiComponent,
 }
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 import redis
 
+from dllmflow import __version__
 from dllmflow.config import Settings
 
 
@@ -120,7 +121,7 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
 
 def check_worker(settings: Settings, timeout: float = 5.0) -> Health:
     """Healthy when Temporal reports a live poller on the episode task queue."""
-    health = Health("worker", False, settings.task_queue, True)
+    health = Health("worker", False, settings.task_queue, True, version=__version__)
     try:
         pollers = asyncio.run(asyncio.wait_for(_pollers(settings), timeout))
         health.healthy = pollers > 0
@@ -147,6 +148,18 @@ async def _pollers(settings: Settings) -> int:
         )
     )
     return len(reply.pollers)
+
+
+def check_api(settings: Settings, timeout: float = 3.0) -> Health:
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    health = Health("api", False, url, True, version=__version__)
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as resp:
+            health.healthy = resp.status == 200
+            health.detail = f"dashboard {url}/episodes"
+    except (OSError, ValueError) as exc:
+        health.detail = _first_line(exc)
+    return health
 
 
 def _first_line(exc: BaseException) -> str:

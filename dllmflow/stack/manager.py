@@ -11,10 +11,10 @@ from pathlib import Path
 
 from dllmflow.config import Settings
 from dllmflow.stack.components import COMPONENTS, StackError
-from dllmflow.stack.health import CHECKS, Health, check_worker
+from dllmflow.stack.health import CHECKS, Health, check_api, check_worker
 from dllmflow.stack.process import ProcessRecord
 
-ORDER = ("postgres", "redis", "temporal", "ray", "worker")
+ORDER = ("postgres", "redis", "temporal", "ray", "worker", "api")
 SERVICES = ("postgres", "redis", "temporal", "ray")  # external when their DLLMFLOW_* URL is set
 EXTERNAL_SETTING = {
     "postgres": "DLLMFLOW_DATABASE_URL",
@@ -126,4 +126,7 @@ def down(settings: Settings, progress: Progress = lambda _: None) -> list[str]:
 
 
 def status(settings: Settings) -> list[Health]:
-    return [CHECKS[name](settings) for name in SERVICES] + [check_worker(settings)]
+    return [CHECKS[name](settings) for name in SERVICES] + [
+        check_worker(settings),
+        check_api(settings),
+    ]

@@ -1,0 +1,171 @@
+"""`dllmflow bench load`: many oracle episodes at once with realistic tool latency.
+
+A dedicated worker (its own task queue, with DLLMFLOW_TOOL_LATENCY set) serves the load so the
+stack's regular worker is untouched. Reports throughput, latency percentiles, dead letters, lost
+episodes (must be 0) and the memory high-water mark of the stack's and the worker's processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import typer
+
+from dllmflow.commands.common import console, err_console, run_async, settings, user_errors
+
+app = typer.Typer(help="Benchmarks that need the running stack.", no_args_is_help=True)
+
+LOAD_CORPUS = "loadbench"
+LOAD_QUEUE = "dllmflow-loadbench"
+
+
+class MemoryWatch:
+    """Samples the summed RSS of a set of process trees; keeps the maximum."""
+
+    def __init__(self, pids: list[int], interval: float = 0.5) -> None:
+        self.pids, self.interval, self.peak = pids, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        total = 0
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+@app.command("load")
+@user_errors
+def load(
+    episodes: int = typer.Option(200, min=1),
+    concurrency: int = typer.Option(32, min=1),
+    tool_latency: str = typer.Option(
+        "search=lognormal:0.4:1.2,fetch=lognormal:0.2:0.6",
+        help="DLLMFLOW_TOOL_LATENCY for the load's worker.",
+    ),
+    out: Path = typer.Option(Path("bench/results/load.json"), help="Where to write the JSON."),
+) -> None:
+    """Run EPISODES oracle episodes, CONCURRENCY at a time, and report what happened."""
+    from dllmflow.models.world import generate_world
+    from dllmflow.stack import manager
+    from dllmflow.stack.components import settings_env
+    from dllmflow.stack.health import check_worker
+    from dllmflow.stack.process import wait_until
+    from dllmflow.store.corpus import load_documents
+    from dllmflow.store.streams import DeadLetterQueue
+    from dllmflow.workers.tools.latency import LatencyProfile
+
+    LatencyProfile.parse(tool_latency)  # fail fast, naming the bad entry
+    base = settings()
+    manager.up(base, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
+    load_settings = base.model_copy(update={"task_queue": LOAD_QUEUE})
+    world = generate_world(31337, n_questions=min(episodes, 200))
+    load_documents(base, world.documents, corpus=LOAD_CORPUS)
+    questions = [world.questions[i % len(world.questions)] for i in range(episodes)]
+
+    env = {
+        **os.environ,
+        **settings_env(load_settings),
+        "DLLMFLOW_CORPUS": LOAD_CORPUS,
+        "DLLMFLOW_TOOL_LATENCY": tool_latency,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dllmflow.workers.episode_worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if not wait_until(lambda: check_worker(load_settings).healthy, 60):
+            raise RuntimeError("the load worker did not start polling within 60 s")
+        dlq_before = DeadLetterQueue(base).depth()
+        pids = [r.pid for r in manager.StackState(base.state_dir).load().values()] + [worker.pid]
+        with MemoryWatch(pids) as memory:
+            started = time.perf_counter()
+            results = run_async(_drive(load_settings, questions, concurrency))
+            wall = time.perf_counter() - started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+    latencies = [r["seconds"] for r in results if r["status"] == "completed"]
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r["status"]] = by_status.get(r["status"], 0) + 1
+    report: dict[str, Any] = {
+        "command": " ".join(["dllmflow", *sys.argv[1:]]),
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count()},
+        "episodes": episodes,
+        "concurrency": concurrency,
+        "tool_latency": tool_latency,
+        "wall_s": wall,
+        "episodes_per_minute": len(results) / wall * 60,
+        "by_status": by_status,
+        "lost": episodes - len(results),
+        "dead_lettered": DeadLetterQueue(base).depth() - dlq_before,
+        "latency_s": {q: percentile(latencies, q) for q in (50, 95, 99)} if latencies else {},
+        "memory_high_water_mb": round(memory.peak / 2**20, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    console.print_json(data=report)
+    if report["lost"]:
+        raise typer.Exit(1)
+
+
+async def _drive(s, questions: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+    from dllmflow.workflows.service import EpisodeService
+
+    svc = await EpisodeService.connect(s)
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(record: dict[str, Any]) -> dict[str, Any]:
+        nonlocal done
+        async with gate:
+            t0 = time.perf_counter()
+            ep = await svc.submit(record["question"], policy="oracle", question_record=record)
+            result = await svc.wait(ep.id, timeout=1800)
+            done += 1
+            if done % 10 == 0:
+                err_console.print(f"[dim]{done}/{len(questions)} episodes finished[/]")
+            return {
+                "episode_id": ep.id,
+                "status": result.status,
+                "seconds": time.perf_counter() - t0,
+            }
+
+    return await asyncio.gather(*(one(q) for q in questions))

@@ -1,0 +1,137 @@
+"""The dashboard in a real headless Chromium: list -> episode page, waterfall and timeline
+rendered; the live view renders diffusion refinement passes from SSE and reloads at the end.
+
+Set DLLMFLOW_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.streams import ProgressStream
+from tests.api.browser import Browser, find_chromium
+
+CHROMIUM = find_chromium()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium binary on PATH (apt-get install chromium, or set DLLMFLOW_CHROMIUM)",
+    ),
+]
+
+PAGE_FACTS = """(() => {
+  const svg = document.getElementById('waterfall');
+  const box = svg.getBoundingClientRect();
+  const rects = [...svg.querySelectorAll('rect.seg')];
+  const rows = [...document.querySelectorAll('#timeline tr.turn')];
+  return {
+    title: document.title,
+    steps: svg.querySelectorAll('g.step').length,
+    rects: rects.length,
+    segments: [...new Set(rects.map(r => r.classList[1]))].sort(),
+    widest: Math.max(...rects.map(r => r.getBoundingClientRect().width)),
+    svgWidth: box.width,
+    svgHeight: box.height,
+    decodeFill: getComputedStyle(svg.querySelector('rect.seg-decode')).fill,
+    roles: rows.map(r => r.children[1].textContent.trim()),
+    actions: rows.map(r => r.querySelector('td.action code')?.textContent || null),
+    results: rows.filter(r => r.querySelector('td.result .ok')).length,
+    temporal: document.getElementById('temporal-link')?.href || null,
+  };
+})()"""
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    with Browser(CHROMIUM, tmp_path / "profile", width=1280, height=1000) as b:
+        yield b
+
+
+def test_dashboard_shows_an_episode_with_waterfall_and_timeline(
+    browser: Browser, api_url: str, api_token: str, oracle_episode, client, tmp_path: Path
+) -> None:
+    browser.goto(f"{api_url}/episodes?token={api_token}")  # logs in, then drops the token
+    assert browser.evaluate("location.pathname + location.search") == "/episodes"
+    link = f"a[href='/episodes/{oracle_episode.id}']"
+    assert browser.evaluate(f"!!document.querySelector({json.dumps(link)})")
+
+    browser.mark_page()
+    browser.evaluate(f"document.querySelector({json.dumps(link)}).click()")
+    browser.wait_for_new_page()
+    assert browser.evaluate("location.pathname") == f"/episodes/{oracle_episode.id}"
+
+    facts = browser.evaluate(PAGE_FACTS)
+    episode = client.get(f"/api/episodes/{oracle_episode.id}").json()
+    turns = episode["metrics"]["turns"]
+    assert facts["steps"] == len(episode["metrics"]["waterfall"]) > 0
+    assert facts["rects"] >= facts["steps"]
+    assert {"decode", "orchestration", "tool"} <= {
+        s.removeprefix("seg-") for s in facts["segments"]
+    }
+    assert facts["svgWidth"] > 800 and facts["svgHeight"] > 20 * facts["steps"]
+    assert facts["widest"] > 10  # bars are drawn at a visible size
+    assert facts["decodeFill"].startswith("rgb(")  # the stylesheet applied
+    assert len(facts["roles"]) == turns
+    assert facts["roles"][0] == "planner" and facts["roles"][-1] == "writer"
+    assert facts["actions"][-1] == "answer"
+    assert facts["results"] == episode["metrics"]["tool_calls"]
+    assert facts["temporal"].endswith(f"/workflows/episode-{oracle_episode.id}")
+
+    target = os.environ.get("DLLMFLOW_DASHBOARD_SCREENSHOT")
+    shot = browser.screenshot(Path(target) if target else tmp_path / "dashboard.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_view_renders_refinement_passes_then_reloads(
+    browser: Browser, api_url: str, api_token: str, stack
+) -> None:
+    episodes, progress = EpisodeRepository(stack), ProgressStream(stack)
+    episode = episodes.create(question="Which pass wins?", policy="diffusion", budgets={})
+    episodes.update(episode.id, status="running")
+    progress.publish(episode.id, "started")
+    passes = [
+        ("<think>░░░░ ░░ ░░░░░</think>", 0.25),
+        ("<think>Plan ░░ ░░░░░</think>", 0.6),
+        ("<think>Plan to search</think>", 1.0),
+    ]
+    for n, (text, committed) in enumerate(passes, 1):
+        progress.publish(
+            episode.id,
+            "model_progress",
+            step=0,
+            role="planner",
+            phase="refinement",
+            backend="diffusion",
+            text=text,
+            committed_fraction=committed,
+            refinement_passes=n,
+        )
+
+    browser.goto(f"{api_url}/episodes/{episode.id}?token={api_token}")
+    text = browser.wait_for(
+        "(t => t.includes('search') && t)(document.getElementById('refine-text').textContent)"
+    )
+    assert text == passes[-1][0]
+    assert browser.evaluate("document.getElementById('refine-pass').textContent") == "3"
+    assert browser.evaluate("document.getElementById('refine-fraction').textContent") == (
+        "100% committed"
+    )
+    # What changed in the last pass is highlighted; what was already committed is not.
+    marked = browser.evaluate(
+        "[...document.querySelectorAll('#refine-text mark')].map(m => m.textContent).join('')"
+    )
+    assert marked.startswith("to") and "Plan" not in marked
+    assert "episode started" in browser.evaluate("document.getElementById('live-log').textContent")
+
+    browser.mark_page()
+    episodes.update(episode.id, status="completed", answer="done")
+    progress.publish(episode.id, "finished", status="completed", answer="done", sources=[])
+    browser.wait_for_new_page(timeout=30)  # "end" arrives, the page reloads finished
+    assert browser.evaluate("document.getElementById('status').textContent") == "completed"
+    assert browser.evaluate("document.getElementById('live')") is None

@@ -1,0 +1,74 @@
+"""Server-rendered dashboard pages (HTML checked here; rendering in a browser: test_browser)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from dllmflow.api.auth import COOKIE_NAME
+
+
+@pytest.fixture
+def browser_client(anon: httpx.Client, api_token: str) -> Iterator[httpx.Client]:
+    login = anon.post("/login", data={"token": api_token, "next": "/episodes"})
+    anon.cookies.set(COOKIE_NAME, login.cookies[COOKIE_NAME])
+    anon.headers["accept"] = "text/html"
+    yield anon
+
+
+def test_episode_list_filters_by_status(browser_client: httpx.Client, seeded) -> None:
+    page = browser_client.get("/episodes").text
+    assert seeded.completed in page and seeded.running in page
+    dead = browser_client.get("/episodes", params={"status": "dead_lettered"}).text
+    assert seeded.dead in dead and seeded.completed not in dead
+
+
+def test_episode_page_has_waterfall_timeline_and_temporal_link(
+    browser_client: httpx.Client, stack, seeded
+) -> None:
+    page = browser_client.get(f"/episodes/{seeded.completed}").text
+    assert 'id="waterfall"' in page and 'data-steps="4"' in page
+    for segment in ("queue", "decode", "tool", "checkpoint", "orchestration"):
+        assert f"seg seg-{segment}" in page
+    assert page.count('class="turn') == 4
+    assert "not valid JSON" in page  # the invalid turn's error
+    workflow = f"/namespaces/default/workflows/episode-{seeded.completed}"
+    assert f"{stack.temporal_ui_url}{workflow}" in page
+    assert 'id="live"' not in page  # finished: nothing to follow
+
+
+def test_running_episode_page_follows_progress(browser_client: httpx.Client, seeded) -> None:
+    page = browser_client.get(f"/episodes/{seeded.running}").text
+    assert f'data-events-url="/api/episodes/{seeded.running}/events"' in page
+    assert 'id="waterfall-empty"' in page
+
+
+def test_dlq_ab_and_reference_pages(browser_client: httpx.Client, seeded) -> None:
+    dlq = browser_client.get("/dlq").text
+    assert "Dead letters" in dlq
+    ab = browser_client.get("/ab").text
+    assert seeded.eval_run in ab and "latency_mean_s" in ab and "-29%" in ab
+    assert 'data-policy="diffusion"' in ab
+    ref = browser_client.get("/api-reference").text
+    assert "/api/episodes/{episode_id}/events" in ref
+    docs = browser_client.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+
+
+def test_missing_episode_page_is_html(browser_client: httpx.Client) -> None:
+    reply = browser_client.get("/episodes/ep-nope")
+    assert reply.status_code == 404
+    assert "text/html" in reply.headers["content-type"] and "ep-nope" in reply.text
+
+
+def test_templates_escape_user_text(browser_client: httpx.Client, client: httpx.Client, stack):
+    from dllmflow.store.episodes import EpisodeRepository
+
+    episode = EpisodeRepository(stack).create(
+        question="<script>alert(1)</script>", policy="ar", budgets={}
+    )
+    page = browser_client.get(f"/episodes/{episode.id}").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -1,0 +1,88 @@
+"""Pure view logic: waterfall layout and the A/B table (no stack needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from dllmflow.api.views import SEGMENTS, WaterfallStep, eval_view, layout_waterfall, waterfall_steps
+
+
+def step(n: int, **timings: float) -> WaterfallStep:
+    zeros = dict.fromkeys(SEGMENTS, 0.0)
+    return WaterfallStep(n, "seeker", "diffusion", "search", {**zeros, **timings})
+
+
+def test_steps_cascade_and_segments_stack() -> None:
+    steps = [step(0, queue=1, decode=2, tool=1), step(1, decode=3, orchestration=1)]
+    chart = layout_waterfall(steps)
+    assert chart.total_s == 8
+    first, second = chart.rows
+    assert [(b.segment, b.x, b.width) for b in first.bars] == [
+        ("queue", 0.0, 12.5),
+        ("decode", 12.5, 25.0),
+        ("tool", 37.5, 12.5),
+    ]
+    assert second.start_s == 4 and second.bars[0].x == 50.0  # starts where step 0 ended
+    assert second.bars[-1].x + second.bars[-1].width == 100.0
+    assert chart.by_segment["decode"] == 5
+
+
+def test_empty_and_zero_length_waterfalls() -> None:
+    assert layout_waterfall([]).rows == []
+    chart = layout_waterfall([step(0)])
+    assert chart.total_s == 0 and chart.rows[0].bars == []
+
+
+def test_recorded_waterfall_is_preferred_and_sanitised() -> None:
+    episode = SimpleNamespace(
+        metrics={
+            "waterfall": [
+                {
+                    "step": 0,
+                    "role": "planner",
+                    "backend": "ar",
+                    "tool": "search",
+                    "timings": {"decode": 1.5, "queue": -1, "tool": None},
+                },
+            ]
+        }
+    )
+    steps, provisional = waterfall_steps(episode, [])
+    assert not provisional
+    assert steps[0].timings == {
+        "queue": 0.0,
+        "decode": 1.5,
+        "tool": 0.0,
+        "checkpoint": 0.0,
+        "orchestration": 0.0,
+    }
+
+
+def test_eval_view_compares_policies_against_ar() -> None:
+    view = eval_view(
+        {
+            "policies": {
+                "diffusion": {
+                    "accuracy": 0.155,
+                    "latency_mean_s": 10.0,
+                    "notes": "x",
+                    "waterfall_mean_s": {"decode": 6.0, "tool": 2.0},
+                },
+                "ar": {
+                    "accuracy": 0.155,
+                    "latency_mean_s": 14.0,
+                    "ok": True,
+                    "waterfall_mean_s": {"decode": 10.0, "tool": 2.0},
+                },
+            },
+            "ab_shadow": {"arms": {"ar": {"episodes": 3}}, "recommendation": "keep collecting"},
+        }
+    )
+    assert view.policies.policies == ["ar", "diffusion"] and view.policies.baseline == "ar"
+    rows = {name: values for name, values, _top in view.policies.rows}
+    assert rows == {"accuracy": [0.155, 0.155], "latency_mean_s": [14.0, 10.0]}
+    ar, dllm = view.waterfalls
+    assert ar.total_s == 12.0 and ar.bars[-1].x + ar.bars[-1].width == 100.0
+    assert round(dllm.bars[0].width, 3) == 50.0
+    assert view.arms is not None and view.recommendation == "keep collecting"
+    assert eval_view({}).policies.rows == [] and eval_view({}).arms is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,8 +27,15 @@ also lists each bad field under `fields`.
 """
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await app.state.api.close()
+
+
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="dllmflow",
         description=DESCRIPTION,
         version="0.1.0",

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
+import redis.asyncio as aioredis
 from fastapi import Request
 
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
-from dllmflow.store.streams import DeadLetterQueue, ProgressStream
+from dllmflow.store.streams import DeadLetterQueue, progress_stream
 from dllmflow.workflows.service import EpisodeService
 
 
@@ -25,15 +29,14 @@ class ApiState:
     episodes: EpisodeRepository = field(init=False)
     checkpoints: CheckpointStore = field(init=False)
     dlq: DeadLetterQueue = field(init=False)
-    progress: ProgressStream = field(init=False)
     _service: EpisodeService | None = field(default=None, init=False)
+    _redis: aioredis.Redis | None = field(default=None, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeRepository(self.settings)
         self.checkpoints = CheckpointStore(self.settings)
         self.dlq = DeadLetterQueue(self.settings)
-        self.progress = ProgressStream(self.settings)
 
     async def service(self) -> EpisodeService:
         """Connect to Temporal on first use, so read-only pages work while it is down."""
@@ -47,6 +50,29 @@ class ApiState:
                         f" (DLLMFLOW_TEMPORAL_ADDRESS): {exc}"
                     ) from exc
             return self._service
+
+    async def read_progress(
+        self, episode_id: str, after: str, block_ms: int | None, count: int = 500
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """ProgressStream.read without holding a thread while it waits (one per SSE client)."""
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(
+                self.settings.effective_redis_url, decode_responses=True
+            )
+        reply = await self._redis.xread(
+            {progress_stream(episode_id): after}, count=count, block=block_ms
+        )
+        return [
+            (entry_id, json.loads(fields["data"]))
+            for _stream, entries in reply or []
+            for entry_id, fields in entries
+        ]
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
 
 
 def api_state(request: Request) -> ApiState:

@@ -18,7 +18,9 @@ TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent / "templat
 def seconds(value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.2f} s" if value < 100 else f"{value:,.0f} s"
 
 
 def timestamp(value: float | datetime | None) -> str:
@@ -31,7 +33,9 @@ def timestamp(value: float | datetime | None) -> str:
 def number(value: float | None) -> str:
     if value is None:
         return "–"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+    if float(value).is_integer() or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 TEMPLATES.env.globals.update(

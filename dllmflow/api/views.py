@@ -162,25 +162,63 @@ def layout_waterfall(steps: Sequence[WaterfallStep], provisional: bool = False) 
 
 @dataclass
 class Comparison:
-    """One eval run's metrics as a table: a row per metric, a column per policy."""
+    """Metrics keyed by policy (or arm) as a table: a row per metric, a column per policy."""
 
     policies: list[str]
     rows: list[tuple[str, list[float | None], float]]  # (metric, value per policy, row max)
     baseline: str | None
 
 
-def compare_policies(metrics: dict[str, Any]) -> Comparison:
-    """EvalRun.metrics keyed by policy ({"ar": {...}, "diffusion": {...}}), optionally nested
-    under "policies"; non-numeric entries are left out."""
-    source = metrics.get("policies") if isinstance(metrics.get("policies"), dict) else metrics
-    by_policy = {p: m for p, m in source.items() if isinstance(m, dict)}
-    policies = sorted(by_policy, key=lambda p: (p not in ("ar", "diffusion", "routed"), p))
+def compare(by_policy: dict[str, Any]) -> Comparison:
+    groups = {p: m for p, m in by_policy.items() if isinstance(m, dict)}
+    policies = sorted(groups, key=lambda p: (p not in ("ar", "diffusion", "routed"), p))
     names: list[str] = []
-    for m in by_policy.values():
+    for m in groups.values():
         names += [k for k, v in m.items() if _float(v) is not None and k not in names]
     rows = []
     for name in names:
-        values = [_float(by_policy[p].get(name)) for p in policies]
+        values = [_float(groups[p].get(name)) for p in policies]
         top = max((abs(v) for v in values if v is not None), default=0.0)
         rows.append((name, values, top))
-    return Comparison(policies, rows, "ar" if "ar" in by_policy else None)
+    return Comparison(policies, rows, "ar" if "ar" in groups else None)
+
+
+@dataclass
+class MeanWaterfall:
+    policy: str
+    total_s: float
+    bars: list[Bar]  # x and width in percent of the slowest policy's total
+
+
+@dataclass
+class EvalView:
+    policies: Comparison
+    waterfalls: list[MeanWaterfall]
+    arms: Comparison | None
+    recommendation: str | None
+
+
+def eval_view(metrics: dict[str, Any]) -> EvalView:
+    """An EvalRun's metrics ({"policies": {policy: summary}, "ab_shadow": {"arms": ...,
+    "recommendation": ...}}); a flat {policy: summary} mapping is accepted too."""
+    nested = metrics.get("policies")
+    by_policy = nested if isinstance(nested, dict) else metrics
+    table = compare(by_policy)
+    means = {
+        p: {seg: max(0.0, _float(w.get(seg)) or 0.0) for seg in SEGMENTS}
+        for p in table.policies
+        if isinstance(w := by_policy[p].get("waterfall_mean_s"), dict)
+    }
+    slowest = max((sum(m.values()) for m in means.values()), default=0.0)
+    waterfalls = []
+    for policy, mean in means.items():
+        bars, x = [], 0.0
+        for seg, secs in mean.items():
+            if secs > 0 and slowest > 0:
+                width = 100.0 * secs / slowest
+                bars.append(Bar(seg, round(x, 3), round(width, 3), secs))
+                x += width
+        waterfalls.append(MeanWaterfall(policy, sum(mean.values()), bars))
+    ab = metrics.get("ab_shadow") if isinstance(metrics.get("ab_shadow"), dict) else {}
+    arms = compare(ab["arms"]) if isinstance(ab.get("arms"), dict) and ab["arms"] else None
+    return EvalView(table, waterfalls, arms, ab.get("recommendation"))

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import uvicorn
 
 from dllmflow.api.app import create_app
 from dllmflow.api.auth import ensure_api_token, token_path
 from dllmflow.config import Settings
+
+_TOKEN_PARAM = re.compile(r"(?<=[?&]token=)[^&\s]*")
+
+
+class RedactTokenParam(logging.Filter):
+    """Keep a dashboard's one-time ?token= out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PARAM.sub("***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
@@ -15,13 +31,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     port = port or settings.api_port
     ensure_api_token(settings)
     source = "DLLMFLOW_API_TOKEN" if settings.api_token else str(token_path(settings))
-    shown = "[::1]" if host == "::1" else host
+    shown = f"[{host}]" if ":" in host else host
     print(
         f"dllmflow API on http://{shown}:{port}  (dashboard /episodes, docs /docs)\n"
         f"token: {source}",
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -29,3 +45,5 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         proxy_headers=False,
         server_header=False,
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactTokenParam())  # after uvicorn's setup
+    uvicorn.Server(config).run()

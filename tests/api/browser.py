@@ -165,18 +165,12 @@ class Browser:
         self.send("Page.navigate", {"url": url})
         self.wait_for_new_page()
 
-    def screenshot(self, path: Path, full_page: bool = True) -> Path:
-        params: dict[str, Any] = {"format": "png"}
-        if full_page:
-            size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-            params["clip"] = {
-                "x": 0,
-                "y": 0,
-                "width": size["width"],
-                "height": size["height"],
-                "scale": 1,
-            }
-            params["captureBeyondViewport"] = True
+    def screenshot(self, path: Path, max_height: int | None = None) -> Path:
+        """The whole page (or its top `max_height` CSS pixels) as a PNG."""
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        height = size["height"] if max_height is None else min(size["height"], max_height)
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": height, "scale": 1}
+        params = {"format": "png", "clip": clip, "captureBeyondViewport": True}
         data = self.send("Page.captureScreenshot", params)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))

@@ -84,7 +84,7 @@ def test_dashboard_shows_an_episode_with_waterfall_and_timeline(
     assert facts["temporal"].endswith(f"/workflows/episode-{oracle_episode.id}")
 
     target = os.environ.get("DLLMFLOW_DASHBOARD_SCREENSHOT")
-    shot = browser.screenshot(Path(target) if target else tmp_path / "dashboard.png")
+    shot = browser.screenshot(Path(target) if target else tmp_path / "dashboard.png", 1600)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -14,7 +14,7 @@ from dllmflow.api.deps import require_viewer, safe_next, set_session
 from dllmflow.api.state import ApiState, api_state
 from dllmflow.api.templating import TEMPLATES
 from dllmflow.api.views import (
-    compare_policies,
+    eval_view,
     layout_waterfall,
     temporal_url,
     timeline,
@@ -124,9 +124,7 @@ def dlq_page(request: Request, state: ApiState = Depends(api_state)) -> Response
 
 @router.get("/ab", response_class=HTMLResponse)
 def ab_page(request: Request, state: ApiState = Depends(api_state)) -> Response:
-    runs = [
-        (run, compare_policies(run.metrics or {})) for run in queries.eval_runs(state.settings, 20)
-    ]
+    runs = [(run, eval_view(run.metrics or {})) for run in queries.eval_runs(state.settings, 20)]
     return TEMPLATES.TemplateResponse(request, "ab.html", {"runs": runs, "nav": "ab"})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -46,6 +46,7 @@ def idempotent_id(actor: str, key: str) -> str:
 async def submit(
     body: SubmitEpisode,
     request: Request,
+    response: Response,
     idempotency_key: str | None = Header(None, max_length=200),
     state: ApiState = Depends(api_state),
 ) -> EpisodeOut:
@@ -53,9 +54,12 @@ async def submit(
     if idempotency_key:
         episode_id = idempotent_id(request.state.principal.actor, idempotency_key)
         try:
-            return episode_out(state, await run_in_threadpool(state.episodes.get, episode_id))
+            existing = await run_in_threadpool(state.episodes.get, episode_id)
         except EpisodeNotFound:
             pass
+        else:
+            response.status_code = 200  # already submitted under this key
+            return episode_out(state, existing)
     service = await state.service()
     payload: dict[str, Any] = {"policy": body.policy, "question": preview(body.question, 200)}
     if body.budgets:
@@ -188,10 +192,10 @@ async def replay(
 async def cancel(
     episode_id: str, request: Request, state: ApiState = Depends(api_state)
 ) -> dict[str, str]:
-    episode = await run_in_threadpool(state.episodes.get, episode_id)
-    if episode.status in EpisodeStatus.FINISHED:
-        raise Conflict(f"episode {episode_id} already finished ({episode.status})")
     service = await state.service()
     async with audited(request, "episode.cancel", episode_id):
+        episode = await run_in_threadpool(state.episodes.get, episode_id)
+        if episode.status in EpisodeStatus.FINISHED:
+            raise Conflict(f"episode {episode_id} already finished ({episode.status})")
         await service.cancel(episode_id)
     return {"episode_id": episode_id, "status": "cancelling"}

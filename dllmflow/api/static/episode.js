@@ -49,21 +49,23 @@
     previous = text;
   }
 
+  // model_progress phases: "refinement" (diffusion: the whole partial turn, masked positions
+  // shown as a glyph), "tokens" (AR: a text delta), "turn_text" (oracle: the whole turn).
   function onProgress(data) {
-    const key = `${data.step}/${data.role}`;
+    const key = `${data.step}/${data.role}/${data.repair ? "repair" : ""}`;
     if (key !== turnKey) { turnKey = key; previous = ""; passes = 0; }
     panel.hidden = false;
-    passes = data.pass ?? data.refinement_pass ?? passes + 1;
+    passes = data.refinement_passes || data.forward_passes || passes + 1;
     passBox.textContent = passes;
-    whereBox.textContent = `step ${data.step ?? "?"} · ${data.role ?? ""}`;
+    const extra = [data.backend, data.action_ready ? "action ready" : "", data.repair ? "repair" : ""];
+    whereBox.textContent = [`step ${data.step ?? "?"}`, data.role, ...extra].filter(Boolean).join(" · ");
     if (typeof data.committed_fraction === "number") {
       const pct = Math.round(100 * data.committed_fraction);
       committed.style.width = `${pct}%`;
       fraction.textContent = `${pct}% committed`;
     }
-    if (typeof data.text === "string") renderPass(data.text);
-    else if (typeof data.token === "string" || typeof data.delta === "string") {
-      renderPass(previous + (data.token ?? data.delta));
+    if (typeof data.text === "string") {
+      renderPass(data.phase === "tokens" ? previous + data.text : data.text);
     }
   }
 

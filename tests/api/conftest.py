@@ -285,7 +285,11 @@ world_questions = workflow_fixtures.world_questions
 
 def _in_process_worker(settings: Settings) -> Callable[[], None]:
     """Start build_worker's Worker on its own event loop in a thread; returns a stop function."""
-    from dllmflow.workers.episode_worker import build_worker, temporal_client
+    from dllmflow.workers.episode_worker import (
+        MAX_CONCURRENT_ACTIVITIES,
+        build_worker,
+        temporal_client,
+    )
 
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -294,7 +298,7 @@ def _in_process_worker(settings: Settings) -> Callable[[], None]:
     async def main() -> None:
         holder["stop"] = asyncio.Event()
         client = await temporal_client(settings)
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES) as pool:
             async with build_worker(client, settings, pool):
                 ready.set()
                 await holder["stop"].wait()

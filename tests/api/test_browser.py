@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from dllmflow.store.episodes import EpisodeRepository
-from dllmflow.store.streams import ProgressStream
+from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
 from tests.api.browser import Browser, find_chromium
 
 CHROMIUM = find_chromium()
@@ -135,3 +136,33 @@ def test_live_view_renders_refinement_passes_then_reloads(
     browser.wait_for_new_page(timeout=30)  # "end" arrives, the page reloads finished
     assert browser.evaluate("document.getElementById('status').textContent") == "completed"
     assert browser.evaluate("document.getElementById('live')") is None
+
+
+def test_dlq_retry_button_calls_the_api_with_the_session(
+    browser: Browser, api_url: str, api_token: str, stack, client
+) -> None:
+    episodes = EpisodeRepository(stack)
+    episode = episodes.create(question="Never started?", policy="ar", budgets={})
+    episodes.update(episode.id, status="dead_lettered", error="tool kept failing")
+    entry = DeadLetterQueue(stack).add(
+        DeadLetter(
+            episode_id=episode.id,
+            step=1,
+            kind="tool",
+            error="tool kept failing",
+            attempts=5,
+            last_checkpoint_id=None,
+            policy="ar",
+            budgets={},
+            at=time.time(),
+        )
+    )
+
+    browser.goto(f"{api_url}/dlq?token={api_token}")
+    button = f"tr[data-entry='{entry}'] button[data-action]"
+    browser.evaluate(f"document.querySelector({json.dumps(button)}).click()")
+    # This episode never had a workflow, so Temporal refuses; the page shows the API's message.
+    flash = browser.wait_for("(f => !f.hidden && f.textContent)(document.getElementById('flash'))")
+    assert flash.startswith("Temporal refused the request")
+    audit = client.get("/api/audit", params={"target": entry}).json()[0]
+    assert (audit["action"], audit["via"], audit["outcome"]) == ("dlq.retry", "cookie", "error")

@@ -1,0 +1,29 @@
+"""Connect this process to the configured Ray cluster (the embedded one unless configured)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from .settings import NAMESPACE
+
+
+def connect(settings: Any) -> None:
+    """``ray.init`` once per process against ``settings.effective_ray_address``."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        ray.init(
+            address=settings.effective_ray_address,
+            namespace=NAMESPACE,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+        )
+    except ConnectionError as exc:
+        raise ConnectionError(
+            f"cannot reach Ray at {settings.effective_ray_address} ({exc}); run `dllmflow up` "
+            "or set DLLMFLOW_RAY_ADDRESS to a running cluster"
+        ) from None

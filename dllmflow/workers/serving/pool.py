@@ -1,0 +1,216 @@
+"""Caller side of the replicas: pick a replica, stream its progress, map failures to errors."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from dllmflow.models.sampling.base import GenerationRequest
+
+from .errors import GenerationFailed, GenerationTimeout, ReplicaUnavailable
+from .replicas import replica_actor, replica_name
+from .settings import ServingSettings
+
+# (backend, replica name, ProgressEvent as a dict)
+EventCallback = Callable[[str, str, dict[str, Any]], None]
+POLL_S = 1.0  # how often a waiting caller re-checks its deadline
+
+
+@dataclass
+class Outcome:
+    """One finished generation on one replica, with the replica's and the caller's timings."""
+
+    backend: str
+    replica: str
+    model: str
+    result: dict[str, Any]  # GenerationResult.to_dict()
+    queue_s: float  # waiting in the replica for a batch slot
+    latency_s: float  # in the replica: arrival -> done
+    ttfuo_s: float | None  # in the replica: arrival -> first useful output
+    mean_batch: float
+    call_s: float  # at the caller: call -> result (adds Ray transport, replica start-up)
+    call_ttfuo_s: float | None  # at the caller: call -> first useful output arrived
+
+    def metadata(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "backend": self.backend,
+            "replica": self.replica,
+            "model": self.model,
+            "queue_s": self.queue_s,
+            "decode_s": r["decode_seconds"],
+            "latency_s": self.call_s,
+            "replica_latency_s": self.latency_s,
+            "ttfuo_s": self.call_ttfuo_s if self.call_ttfuo_s is not None else self.ttfuo_s,
+            "replica_ttfuo_s": self.ttfuo_s,
+            "tokens": r["tokens_generated"],
+            "prompt_tokens": r["prompt_tokens"],
+            "forward_passes": r["forward_passes"],
+            "refinement_passes": r["refinement_passes"],
+            "mean_batch": self.mean_batch,
+            "stop_reason": r["stop_reason"],
+        }
+
+
+class _NotStarted(ReplicaUnavailable):
+    """The replica was down before the request produced anything: safe to resend."""
+
+
+class ReplicaPool:
+    """Handles to every replica of every backend, created on first use."""
+
+    def __init__(self, settings: ServingSettings) -> None:
+        self.settings = settings
+        self._handles: dict[str, list[Any]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._tokenizers: dict[str, Any] = {}
+        self._inflight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def handles(self, backend: str) -> list[Any]:
+        with self._lock:
+            if backend not in self._handles:
+                n = self.settings.replicas(backend)
+                self._handles[backend] = [
+                    replica_actor(self.settings, backend, i) for i in range(n)
+                ]
+            return self._handles[backend]
+
+    def info(self, backend: str) -> dict[str, Any]:
+        """describe() of the first replica (model limits, checkpoint); waits for it to load."""
+        if backend not in self._info:
+            handle = self.handles(backend)[0]
+            self._info[backend] = self._get(handle.describe.remote, backend, "describe")
+        return self._info[backend]
+
+    def tokenizer(self, backend: str) -> Any:
+        if backend not in self._tokenizers:
+            handle = self.handles(backend)[0]
+            self._tokenizers[backend] = self._get(handle.tokenizer.remote, backend, "tokenizer")
+        return self._tokenizers[backend]
+
+    def _get(self, call: Callable[[], Any], backend: str, what: str) -> Any:
+        """``ray.get(call())``, waiting out a replica that is restarting."""
+        deadline = time.perf_counter() + self.settings.call_timeout_s
+        while True:
+            try:
+                return ray.get(call(), timeout=max(0.1, deadline - time.perf_counter()))
+            except RayActorError as exc:
+                if time.perf_counter() + 1.0 > deadline:
+                    raise ReplicaUnavailable(
+                        f"{backend} replica unavailable ({what}): {exc}"
+                    ) from None
+                time.sleep(1.0)
+            except GetTimeoutError:
+                raise GenerationTimeout(
+                    f"{backend} replica did not answer {what} in time"
+                ) from None
+
+    def _pick(self, backend: str) -> tuple[int, Any]:
+        """The replica with the fewest calls in flight from this process."""
+        handles = self.handles(backend)
+        with self._lock:
+            loads = [self._inflight.get(replica_name(backend, i), 0) for i in range(len(handles))]
+            index = loads.index(min(loads))
+            name = replica_name(backend, index)
+            self._inflight[name] = self._inflight.get(name, 0) + 1
+        return index, handles[index]
+
+    def generate(
+        self,
+        backend: str,
+        request: GenerationRequest,
+        on_event: EventCallback | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        """Decode ``request`` on the least-loaded replica of ``backend``.
+
+        A replica that is down before the request produced anything (restarting after a
+        crash) is waited for and retried; once progress has been streamed, a dying replica
+        raises ReplicaUnavailable instead, so the caller's retry starts the turn cleanly.
+        """
+        deadline = time.perf_counter() + (timeout_s or self.settings.call_timeout_s)
+        backoff = 0.25
+        while True:
+            index, handle = self._pick(backend)
+            name = replica_name(backend, index)
+            try:
+                return self._stream(backend, name, handle, request, on_event, deadline)
+            except _NotStarted as exc:
+                if time.perf_counter() + backoff > deadline:
+                    raise ReplicaUnavailable(str(exc)) from None
+            finally:
+                with self._lock:
+                    self._inflight[name] -= 1
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 4.0)
+
+    def _stream(self, backend, name, handle, request, on_event, deadline) -> Outcome:
+        t0 = time.perf_counter()
+        useful_at: float | None = None
+        received = False
+        stream = handle.generate.remote(asdict(request))
+        try:
+            while True:
+                if time.perf_counter() > deadline:
+                    raise GenerationTimeout(f"{backend} generation on {name} ran past its deadline")
+                try:
+                    ref = stream._next_sync(timeout_s=POLL_S)
+                except StopIteration:
+                    raise ReplicaUnavailable(f"{name} ended the stream without a result") from None
+                if ref.is_nil():  # nothing yet; check the deadline again
+                    continue
+                item = ray.get(ref)
+                received = True
+                if isinstance(item, list):
+                    for event in item:
+                        if useful_at is None and (
+                            event["kind"] == "tokens" or event.get("action_text")
+                        ):
+                            useful_at = time.perf_counter()
+                        if on_event is not None:
+                            on_event(backend, name, event)
+                    continue
+                if "failed" in item:
+                    failed = item["failed"]
+                    raise GenerationFailed(
+                        f"{backend} replica {name}: {failed['error']}",
+                        retryable=failed["retryable"],
+                    )
+                served = item["served"]
+                info = self._info.get(backend, {})
+                return Outcome(
+                    backend=backend,
+                    replica=name,
+                    model=info.get("model", backend),
+                    result=served["result"],
+                    queue_s=served["queue_s"],
+                    latency_s=served["latency_s"],
+                    ttfuo_s=served["ttfuo_s"],
+                    mean_batch=served["mean_batch"],
+                    call_s=time.perf_counter() - t0,
+                    call_ttfuo_s=None if useful_at is None else useful_at - t0,
+                )
+        except RayActorError as exc:
+            if not received:
+                raise _NotStarted(f"{backend} replica {name} unavailable: {exc}") from None
+            raise ReplicaUnavailable(
+                f"{backend} replica {name} died mid-request; Ray restarts it, retry the call "
+                f"({type(exc).__name__})"
+            ) from None
+        except RayTaskError as exc:
+            raise GenerationFailed(
+                f"{backend} replica {name} raised: {exc}", retryable=True
+            ) from None
+        except BaseException:
+            # Stop the replica decoding for nobody (it may already be gone).
+            with contextlib.suppress(Exception):
+                ray.cancel(stream)
+            raise

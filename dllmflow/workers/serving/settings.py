@@ -1,0 +1,42 @@
+"""Serving configuration (DLLMFLOW_* variables), kept beside the serving code it configures."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BACKENDS: tuple[str, ...] = ("ar", "diffusion")
+NAMESPACE = "dllmflow"  # the Ray namespace every replica lives in
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DLLMFLOW_", env_file=".env", extra="ignore")
+
+    # A shipped name ("ar", "diffusion") or a local Hugging Face checkpoint directory.
+    ar_checkpoint: str = "ar"
+    diffusion_checkpoint: str = "diffusion"
+    ar_replicas: int = Field(default=1, ge=1, le=64)
+    diffusion_replicas: int = Field(default=1, ge=1, le=64)
+
+    # Ray resources per replica; CPU-only machines are shared, so replicas ask for little CPU.
+    replica_num_cpus: float = Field(default=0.5, ge=0)
+    replica_num_gpus: float = Field(default=0.0, ge=0)
+    replica_max_restarts: int = Field(default=3, ge=-1)
+    replica_torch_threads: int = Field(default=1, ge=1)  # intra-op threads on CPU
+    max_batch: int = Field(default=32, ge=1)  # sequences in one running batch
+
+    # Decoding defaults for a turn.
+    max_new_tokens: int = Field(default=160, ge=1)
+    tau: float = Field(default=0.9, gt=0, le=1)
+    action_first: bool = False
+
+    # Routing policies.
+    ab_diffusion_share: float = Field(default=0.5, ge=0, le=1)  # `ab`: episodes on diffusion
+    shadow_share: float = Field(default=1.0, ge=0, le=1)  # `shadow`: episodes also run on the other
+    call_timeout_s: float = Field(default=600.0, gt=0)  # one generation, queue included
+
+    def checkpoint(self, backend: str) -> str:
+        return self.ar_checkpoint if backend == "ar" else self.diffusion_checkpoint
+
+    def replicas(self, backend: str) -> int:
+        return self.ar_replicas if backend == "ar" else self.diffusion_replicas

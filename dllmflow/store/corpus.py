@@ -8,6 +8,8 @@ function of (arguments, corpus, version), which is what lets checkpoints be repl
 Loading streams a JSONL file (``{"id","title","url","text"}`` per line) in batches; each batch is
 one transaction (documents + version bump), so a failure rolls back exactly that batch and never
 leaves part of one behind. Bad lines are skipped and reported with their line number and reason.
+The same transaction keeps ``corpus_terms`` (documents per lexeme) and the corpus's document
+count exact, which search uses to tell informative words from common ones.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from sqlalchemy import (
     String,
     Text,
     func,
-    or_,
     select,
     text,
 )
@@ -78,7 +79,18 @@ class CorpusVersion(Base):
 
     corpus: Mapped[str] = mapped_column(String(MAX_CORPUS_CHARS), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+    documents: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CorpusTerm(Base):
+    """How many documents of a corpus hold a lexeme (as to_tsvector('english') spells it)."""
+
+    __tablename__ = "corpus_terms"
+
+    corpus: Mapped[str] = mapped_column(String(MAX_CORPUS_CHARS), primary_key=True)
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    docs: Mapped[int] = mapped_column(Integer)
 
 
 class LoadError(RuntimeError):
@@ -234,27 +246,72 @@ def check_corpus_name(corpus: str) -> str:
     return corpus
 
 
-def _upsert_batch(session: Session, corpus: str, docs: list[Doc]) -> int:
-    """Insert or update ``docs``; returns how many rows actually changed."""
-    table = Document.__table__
-    rows = [dict(corpus=corpus, id=d.id, title=d.title, url=d.url, text=d.text) for d in docs]
-    stmt = pg_insert(table).values(rows)
-    new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        constraint="pk_documents",
-        set_={"title": new.title, "url": new.url, "text": new.text, "loaded_at": func.now()},
-        # Identical re-loads change nothing, so they keep the corpus version (and replays) valid.
-        where=or_(table.c.title != new.title, table.c.url != new.url, table.c.text != new.text),
-    ).returning(table.c.id)
-    return len(session.execute(stmt).all())
+# One statement, so the old and new tsvectors of every changed row are both at hand: ``old``
+# and the upsert's RETURNING see the rows before and after it. Identical re-loads change no row,
+# which keeps the corpus version (and every replay keyed on it) valid.
+_UPSERT_SQL = text(
+    """
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:titles AS text[]),
+            CAST(:urls AS text[]), CAST(:texts AS text[])
+        ) AS i(id, title, url, text)
+    ), old AS (
+        SELECT d.id, d.tsv FROM documents d
+        WHERE d.corpus = :corpus AND d.id IN (SELECT id FROM incoming)
+    ), up AS (
+        INSERT INTO documents AS d (corpus, id, title, url, text)
+        SELECT :corpus, id, title, url, text FROM incoming
+        ON CONFLICT ON CONSTRAINT pk_documents DO UPDATE
+            SET title = excluded.title, url = excluded.url, text = excluded.text,
+                loaded_at = now()
+            WHERE (d.title, d.url, d.text)
+                IS DISTINCT FROM (excluded.title, excluded.url, excluded.text)
+        RETURNING d.id, d.tsv
+    ), delta AS (
+        SELECT t.lexeme, 1 AS n FROM up, unnest(up.tsv) AS t
+        UNION ALL
+        SELECT t.lexeme, -1 AS n FROM old JOIN up ON up.id = old.id, unnest(old.tsv) AS t
+    ), terms AS (
+        INSERT INTO corpus_terms AS c (corpus, lexeme, docs)
+        SELECT :corpus, lexeme, sum(n) FROM delta GROUP BY lexeme HAVING sum(n) <> 0
+        ON CONFLICT ON CONSTRAINT pk_corpus_terms DO UPDATE SET docs = c.docs + excluded.docs
+    )
+    SELECT count(*) AS changed,
+           count(*) FILTER (WHERE up.id NOT IN (SELECT id FROM old)) AS inserted
+    FROM up
+    """
+)
 
 
-def _bump_version(session: Session, corpus: str) -> int:
+def _lock_corpus(session: Session, corpus: str) -> None:
+    """Serialise writers of one corpus, so term counts see each other's rows."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:corpus))"), {"corpus": corpus})
+
+
+def _upsert_batch(session: Session, corpus: str, docs: list[Doc]) -> tuple[int, int]:
+    """Insert or update ``docs`` and their term counts; returns (rows changed, rows inserted)."""
+    params = {
+        "corpus": corpus,
+        "ids": [d.id for d in docs],
+        "titles": [d.title for d in docs],
+        "urls": [d.url for d in docs],
+        "texts": [d.text for d in docs],
+    }
+    changed, inserted = session.execute(_UPSERT_SQL, params).one()
+    return int(changed), int(inserted)
+
+
+def _bump_version(session: Session, corpus: str, added_documents: int = 0) -> int:
     table = CorpusVersion.__table__
-    stmt = pg_insert(table).values(corpus=corpus, version=1)
+    stmt = pg_insert(table).values(corpus=corpus, version=1, documents=added_documents)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.corpus],
-        set_={"version": table.c.version + 1, "updated_at": func.now()},
+        set_={
+            "version": table.c.version + 1,
+            "documents": table.c.documents + added_documents,
+            "updated_at": func.now(),
+        },
     ).returning(table.c.version)
     return int(session.execute(stmt).scalar_one())
 
@@ -266,10 +323,15 @@ def corpus_version(settings: Settings, corpus: str = DEFAULT_CORPUS) -> int:
 
 
 def read_version(conn: Any, corpus: str) -> int:
+    return read_state(conn, corpus)[0]
+
+
+def read_state(conn: Any, corpus: str) -> tuple[int, int]:
+    """(version, document count) of ``corpus`` on an open connection; (0, 0) if never loaded."""
     row = conn.execute(
-        select(CorpusVersion.version).where(CorpusVersion.corpus == corpus)
-    ).scalar_one_or_none()
-    return int(row or 0)
+        select(CorpusVersion.version, CorpusVersion.documents).where(CorpusVersion.corpus == corpus)
+    ).one_or_none()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 ProgressFn = Callable[[LoadReport, int], None]
@@ -310,8 +372,9 @@ def load_items(
             return
         try:
             with transaction(settings) as session:
-                changed = _upsert_batch(session, corpus, batch)
-                version = _bump_version(session, corpus) if changed else None
+                _lock_corpus(session, corpus)
+                changed, inserted = _upsert_batch(session, corpus, batch)
+                version = _bump_version(session, corpus, inserted) if changed else None
         except Exception as exc:
             first, last = batch[0].line, batch[-1].line
             raise LoadError(
@@ -414,11 +477,13 @@ def load_demo_corpus(settings: Settings, corpus: str = DEMO_CORPUS) -> LoadRepor
 def delete_corpus(settings: Settings, corpus: str) -> int:
     """Delete every document of ``corpus``; the version is bumped, never reset."""
     with transaction(settings) as session:
+        _lock_corpus(session, corpus)
         deleted = session.execute(
             Document.__table__.delete().where(Document.corpus == corpus)
         ).rowcount
         if deleted:
-            _bump_version(session, corpus)
+            session.execute(CorpusTerm.__table__.delete().where(CorpusTerm.corpus == corpus))
+            _bump_version(session, corpus, -int(deleted))
     return int(deleted or 0)
 
 

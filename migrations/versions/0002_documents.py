@@ -1,4 +1,4 @@
-"""Research corpus: documents with a weighted full-text index, and a version per corpus.
+"""Research corpus: documents with a weighted full-text index, term counts, a version per corpus.
 
 Revision ID: 0002
 Revises: 0001
@@ -8,6 +8,10 @@ The tsvector is a generated column so it can never drift from the text. It index
 (weight A) and only the first INDEX_PREFIX_CHARS characters of the body (weight B): PostgreSQL
 caps one tsvector at 1 MB and positions at 16383, so a longer prefix buys nothing but errors.
 The whole text is stored and served by fetch.
+
+corpus_terms counts, per corpus, how many documents hold each lexeme; the loader keeps it (and
+corpus_versions.documents) exact in the same transaction as the documents, so search can tell
+rare words from common ones with one index lookup.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def upgrade() -> None:
         "corpus_versions",
         sa.Column("corpus", sa.String(100), primary_key=True),
         sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("documents", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column(
             "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
@@ -54,8 +59,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_documents_tsv", "documents", ["tsv"], postgresql_using="gin")
     op.create_index("ix_documents_corpus_url", "documents", ["corpus", "url"])
+    op.create_table(
+        "corpus_terms",
+        sa.Column("corpus", sa.String(100), nullable=False),
+        sa.Column("lexeme", sa.Text, nullable=False),
+        sa.Column("docs", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint("corpus", "lexeme", name="pk_corpus_terms"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("corpus_terms")
     op.drop_table("documents")
     op.drop_table("corpus_versions")

@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from dllmflow.commands.corpus import app as corpus_app
@@ -26,6 +26,29 @@ def _count(settings: Settings, corpus: str) -> int:
     with transaction(settings) as session:
         query = select(func.count()).where(store.Document.corpus == corpus)
         return session.execute(query).scalar_one()
+
+
+def assert_counts_exact(settings: Settings, corpus: str) -> None:
+    """corpus_terms and the document count agree with the documents actually stored."""
+    with transaction(settings) as session:
+        kept = dict(
+            session.execute(
+                text("SELECT lexeme, docs FROM corpus_terms WHERE corpus = :c AND docs <> 0"),
+                {"c": corpus},
+            ).all()
+        )
+        actual = dict(
+            session.execute(
+                text(
+                    "SELECT t.lexeme, count(*) FROM documents d, unnest(d.tsv) t"
+                    " WHERE d.corpus = :c GROUP BY t.lexeme"
+                ),
+                {"c": corpus},
+            ).all()
+        )
+        _version, documents = store.read_state(session.connection(), corpus)
+    assert kept == actual
+    assert documents == _count(settings, corpus)
 
 
 def _big_text() -> str:
@@ -63,6 +86,7 @@ def test_good_lines_load_and_each_bad_line_is_reported(stack, corpus_name, write
     assert reasons[9] == "field 'text' is empty"
     assert (report.lines, report.loaded, report.changed) == (9, 3, 3)
     assert _count(stack, corpus_name) == 3
+    assert_counts_exact(stack, corpus_name)
 
     hits = search(stack, "heliotrope", corpus=corpus_name).value
     assert {h["id"] for h in hits} == {"good-1", "good-2"}
@@ -98,10 +122,10 @@ def test_a_failing_batch_is_rolled_back_whole(stack, corpus_name, write_jsonl, m
 
     def upsert_then_crash(session, corpus, docs):
         calls.append(len(docs))
-        changed = real_upsert(session, corpus, docs)  # rows written inside the transaction...
+        counts = real_upsert(session, corpus, docs)  # rows written inside the transaction...
         if len(calls) == 2:
             raise RuntimeError("disk on fire")  # ...then the batch dies before its commit
-        return changed
+        return counts
 
     monkeypatch.setattr(store, "_upsert_batch", upsert_then_crash)
     with pytest.raises(store.LoadError, match=r"lines 5-8 failed and was rolled back") as err:
@@ -110,11 +134,13 @@ def test_a_failing_batch_is_rolled_back_whole(stack, corpus_name, write_jsonl, m
     assert err.value.report.loaded == 4
     assert _count(stack, corpus_name) == 4  # batch 1 only: nothing of batch 2
     assert store.corpus_version(stack, corpus_name) == 1  # the failed batch bumped nothing
+    assert_counts_exact(stack, corpus_name)
 
     monkeypatch.setattr(store, "_upsert_batch", real_upsert)
     report = store.load_jsonl(stack, path, corpus=corpus_name, batch_size=4)
     # Batch 1 is unchanged; batches 2 and 3 each commit (and bump the version) on their own.
     assert (report.loaded, report.changed, report.corpus_version) == (10, 6, 3)
+    assert_counts_exact(stack, corpus_name)
 
 
 def test_version_moves_only_when_documents_change(stack, corpus_name, write_jsonl):
@@ -124,9 +150,11 @@ def test_version_moves_only_when_documents_change(stack, corpus_name, write_json
     assert (again.corpus_version, again.changed) == (v1, 0)  # identical reload: same version
     edited = store.load_documents(stack, [doc("b", "beta text, revised")], corpus=corpus_name)
     assert (edited.changed, edited.corpus_version) == (1, v1 + 1)
+    assert_counts_exact(stack, corpus_name)
     assert search(stack, "revised", corpus=corpus_name).corpus_version == v1 + 1
     assert store.delete_corpus(stack, corpus_name) == 2
     assert store.corpus_version(stack, corpus_name) == v1 + 2  # never reset, so never reused
+    assert_counts_exact(stack, corpus_name)
 
 
 def test_stats_count_documents_and_characters(stack, corpus_name):

@@ -70,18 +70,19 @@ def test_exact_title_beats_longer_titles_for_a_name_query(stack, corpus_name):
 
 
 def test_any_term_tier_skips_words_too_common_to_rank_by(stack, corpus_name, monkeypatch):
-    monkeypatch.setattr(search_module, "COMMON_DOCS", 3)
+    monkeypatch.setattr(search_module, "COMMON_MIN_DOCS", 3)  # 5% of 7 documents is less
     docs = [doc(f"c{i}", f"born in a city number {i}") for i in range(5)]
     docs.append(doc("rare", "the zeppelin was never born"))  # would tie on "born" alone
     docs.append(doc("rarer", "a zeppelin hangar"))
     store.load_documents(stack, docs, corpus=corpus_name)
-    # No document has every word; "born" (6 documents) is common, so only "zeppelin" ranks.
+    # No document has every word; "born" (6 of 7 documents) is common, so "zeppelin" ranks.
     assert set(ids(search(stack, "born zeppelin hovercraft", k=5, corpus=corpus_name))) == {
         "rare",
         "rarer",
     }
-    # Only common words: they are used after all, rather than returning nothing.
-    assert len(search(stack, "born city hovercraft", k=5, corpus=corpus_name).value) == 5
+    # Only common words: the rarest one ("city", 5 documents) is used rather than none.
+    result = search(stack, "born city hovercraft", k=10, corpus=corpus_name)
+    assert ids(result) == [f"c{i}" for i in range(5)]
 
 
 def test_results_have_the_in_memory_shape_and_short_highlighted_snippets(stack, ranked):

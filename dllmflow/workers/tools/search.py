@@ -7,12 +7,14 @@ the same rank. So a document containing all the terms always comes before one th
 some, and a query whose words never occur together still returns something. A document whose
 title is exactly the query ranks double (a name query wants that entity's own page).
 
-"Informative" keeps the any-word tier fast and meaningful on large corpora: a word found in
-COMMON_DOCS documents or more (counted up to that cap, so the count is cheap) is too common to
-rank a partial match by, the way "born" or "year" would be in a corpus of biographies. Those
-words still count in the all-terms tier, and if every word is that common they are all used.
-Everything is read from one snapshot, so the result is a function of the query and the
-corpus version.
+"Informative" keeps the any-word tier fast and meaningful on large corpora: a word held by
+common_threshold(n) of the corpus's n documents or more (COMMON_FRACTION of them, at least
+COMMON_MIN_DOCS and at most COMMON_MAX_DOCS) is too common to rank a partial match by, the way
+"born" would be in a corpus of biographies; the counts come from corpus_terms, one index lookup
+per word. Common words still count in the all-terms tier, and in the any-word tier they still
+add to the rank of the documents the informative words found; if every word is common, the
+rarest one alone finds the documents. Everything is read from one snapshot, so the result is a
+function of the query and the corpus version.
 
 Snippets come from ts_headline: about SNIPPET_CHARS characters around the best match, with
 matched words between « and » (plain characters a model's tokenizer reads like any other).
@@ -26,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from dllmflow.config import Settings
-from dllmflow.store.corpus import DEFAULT_CORPUS, read_version
+from dllmflow.store.corpus import DEFAULT_CORPUS, read_state
 from dllmflow.workers.tools.base import ToolResult
 from dllmflow.workers.tools.snapshot import clean_text, corpus_snapshot
 
@@ -36,7 +38,9 @@ SNIPPET_CHARS = 120
 HIGHLIGHT = ("«", "»")
 HEADLINE_SOURCE_CHARS = 20_000  # ts_headline reparses its input; bound that for huge documents
 MAX_OR_TERMS = 16
-COMMON_DOCS = 5_000
+COMMON_FRACTION = 0.05
+COMMON_MIN_DOCS = 20
+COMMON_MAX_DOCS = 1_000  # also bounds the any-word tier's cost: rows ranked per word
 HEADLINE_OPTIONS = (
     f"StartSel={HIGHLIGHT[0]}, StopSel={HIGHLIGHT[1]}, MaxWords=16, MinWords=8, ShortWord=2, "
     'MaxFragments=1, FragmentDelimiter=" ... "'
@@ -44,16 +48,16 @@ HEADLINE_OPTIONS = (
 
 _WORD = re.compile(r"\w+")
 
-# {match} is one of two fixed tsquery expressions below, never user text; user text is only
-# ever a bound parameter.
+# {match} and {rank} are tsquery expressions built below from fixed text and parameter names,
+# never from user text; user text is only ever a bound parameter.
 _SEARCH_SQL = """
 SELECT h.id, h.title, h.url,
-       ts_headline('english', left(d.text, :headline_chars), h.q, :headline_options) AS snippet,
+       ts_headline('english', left(d.text, :headline_chars), h.r, :headline_options) AS snippet,
        h.rank
 FROM (
-    SELECT d.corpus, d.id, d.title, d.url, m.q,
-           ts_rank_cd(d.tsv, m.q, 1) * CASE WHEN lower(d.title) = :title THEN 2 ELSE 1 END AS rank
-    FROM documents d, (SELECT {match} AS q) m
+    SELECT d.corpus, d.id, d.title, d.url, m.r,
+           ts_rank_cd(d.tsv, m.r, 1) * CASE WHEN lower(d.title) = :title THEN 2 ELSE 1 END AS rank
+    FROM documents d, (SELECT {match} AS q, {rank} AS r) m
     WHERE d.corpus = :corpus AND d.tsv @@ m.q AND NOT (d.id = ANY(:exclude))
     ORDER BY rank DESC, d.id
     LIMIT :k
@@ -62,23 +66,24 @@ JOIN documents d ON d.corpus = h.corpus AND d.id = h.id
 ORDER BY h.rank DESC, h.id
 """
 _ALL_TERMS = "websearch_to_tsquery('english', :query)"
+# Documents per word: the fewest of its lexemes' counts (a word like "co_op" makes two);
+# NULL for a word with no lexeme (a stop word), 0 for one the corpus never uses.
 _DOC_FREQUENCY_SQL = text(
     """
-    SELECT t.term, (
-        SELECT count(*) FROM (
-            SELECT 1 FROM documents d
-            WHERE d.corpus = :corpus AND d.tsv @@ plainto_tsquery('english', t.term)
-            LIMIT :cap
-        ) capped
+    SELECT w.word, (
+        SELECT min(coalesce(ct.docs, 0))
+        FROM unnest(tsvector_to_array(to_tsvector('english', w.word))) AS l(lexeme)
+        LEFT JOIN corpus_terms ct ON ct.corpus = :corpus AND ct.lexeme = l.lexeme
     ) AS docs
-    FROM unnest(CAST(:terms AS text[])) WITH ORDINALITY AS t(term, position)
-    ORDER BY t.position
+    FROM unnest(CAST(:words AS text[])) WITH ORDINALITY AS w(word, position)
+    ORDER BY w.position
     """
 )
 
 
-def _any_term_expression(terms: list[str]) -> str:
-    return " || ".join(f"plainto_tsquery('english', :t{i})" for i in range(len(terms)))
+def _any_term_expression(terms: list[str], words: list[str]) -> str:
+    """OR of ``terms``, each named by its position in ``words`` (parameters :t0, :t1...)."""
+    return " || ".join(f"plainto_tsquery('english', :t{words.index(t)})" for t in terms)
 
 
 def or_terms(query: str) -> list[str]:
@@ -93,16 +98,28 @@ def or_terms(query: str) -> list[str]:
     return terms[:MAX_OR_TERMS]
 
 
-def informative_terms(conn: Connection, terms: list[str], corpus: str) -> list[str]:
-    """The terms found in 1..COMMON_DOCS-1 documents; all found terms if each is common."""
+def common_threshold(corpus_docs: int) -> int:
+    """Documents a word may be in before it is too common for the any-word tier."""
+    return max(COMMON_MIN_DOCS, min(COMMON_MAX_DOCS, int(COMMON_FRACTION * corpus_docs)))
+
+
+def informative_terms(
+    conn: Connection, terms: list[str], corpus: str, corpus_docs: int
+) -> tuple[list[str], list[str]]:
+    """(terms that select documents, terms that rank them) for the any-word tier.
+
+    Selecting: the terms in fewer than common_threshold documents, else the rarest one.
+    Ranking: every term the corpus has.
+    """
     if not terms:
-        return []
-    rows = conn.execute(
-        _DOC_FREQUENCY_SQL, {"corpus": corpus, "terms": terms, "cap": COMMON_DOCS}
-    ).all()
-    found = [(term, docs) for term, docs in rows if docs > 0]
-    rare = [term for term, docs in found if docs < COMMON_DOCS]
-    return rare or [term for term, _docs in found]
+        return [], []
+    rows = conn.execute(_DOC_FREQUENCY_SQL, {"corpus": corpus, "words": terms}).all()
+    found = [(term, docs) for term, docs in rows if docs]
+    limit = common_threshold(corpus_docs)
+    rare = [term for term, docs in found if docs < limit]
+    if not rare and found:
+        rare = [min(found, key=lambda row: row[1])[0]]
+    return rare, [term for term, _docs in found]
 
 
 def _clip_snippet(snippet: str) -> str:
@@ -115,7 +132,9 @@ def _clip_snippet(snippet: str) -> str:
     return cut + "..."
 
 
-def search_in(conn: Connection, query: str, k: int, corpus: str) -> list[dict[str, Any]]:
+def search_in(
+    conn: Connection, query: str, k: int, corpus: str, corpus_docs: int
+) -> list[dict[str, Any]]:
     """Ranked hits (with ``rank``) inside an open snapshot; see the module docstring."""
     query = clean_text(query)
     base = {
@@ -125,16 +144,22 @@ def search_in(conn: Connection, query: str, k: int, corpus: str) -> list[dict[st
         "headline_options": HEADLINE_OPTIONS,
     }
     rows = conn.execute(
-        text(_SEARCH_SQL.format(match=_ALL_TERMS)),
+        text(_SEARCH_SQL.format(match=_ALL_TERMS, rank=_ALL_TERMS)),
         {**base, "query": query, "exclude": [], "k": k},
     ).all()
     hits = [dict(r._mapping) for r in rows]
-    terms = informative_terms(conn, or_terms(query), corpus) if len(hits) < k else []
-    if terms:
-        params = {f"t{i}": t for i, t in enumerate(terms)}
+    words = or_terms(query)
+    select: list[str] = []
+    # A one-word query's any-word tier is its all-words tier again: nothing more to find.
+    if len(hits) < k and len(words) > 1:
+        select, rank = informative_terms(conn, words, corpus, corpus_docs)
+    if select:
+        sql = _SEARCH_SQL.format(
+            match=_any_term_expression(select, words), rank=_any_term_expression(rank, words)
+        )
+        params = {f"t{i}": word for i, word in enumerate(words)}
         rows = conn.execute(
-            text(_SEARCH_SQL.format(match=_any_term_expression(terms))),
-            {**base, **params, "exclude": [h["id"] for h in hits], "k": k - len(hits)},
+            text(sql), {**base, **params, "exclude": [h["id"] for h in hits], "k": k - len(hits)}
         ).all()
         hits += [dict(r._mapping) for r in rows]
     for hit in hits:
@@ -152,7 +177,7 @@ def search(
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K} (got {k})")
     with corpus_snapshot(settings) as conn:
-        version = read_version(conn, corpus)
-        hits = search_in(conn, query, k, corpus)
+        version, corpus_docs = read_state(conn, corpus)
+        hits = search_in(conn, query, k, corpus, corpus_docs)
     results = [{key: h[key] for key in ("id", "title", "url", "snippet")} for h in hits]
     return ToolResult(results, version)

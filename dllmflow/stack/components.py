@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from dllmflow.config import Settings
 from dllmflow.stack.health import CHECKS, Health, check_api, check_worker, libpq_url
@@ -125,6 +128,8 @@ class PostgresComponent(Component):
             self.log_path.touch()
             shutil.chown(self.log_path, user)
             _allow_traverse(self.log_path.parent)
+        _reap_orphaned_backends(pgdata)
+        _clear_stale_lock(pgdata)
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.settings.postgres_port}"
             " -c unix_socket_directories='' -c max_connections=200"
@@ -195,6 +200,43 @@ class PostgresComponent(Component):
                 f"postgres: {Path(argv[0]).name} failed ({result.returncode}):\n"
                 f"{result.stderr.strip() or result.stdout.strip()}\nlog: {self.log_path}"
             )
+
+
+def _reap_orphaned_backends(pgdata: Path) -> None:
+    """After a crashed postmaster its backends can live on, holding the shared memory that stops
+    a new server from starting. They run with the data directory as working directory."""
+    orphans = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] == "postgres" and Path(proc.cwd()) == pgdata.resolve():
+                parent = proc.parent()
+                if parent is None or parent.name() != "postgres":
+                    orphans.append(proc)
+        except psutil.Error:
+            continue
+    for proc in orphans:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(orphans, timeout=10)
+
+
+def _clear_stale_lock(pgdata: Path) -> None:
+    """Remove postmaster.pid left by a killed server whose pid is gone or still a zombie.
+
+    PostgreSQL treats any existing pid as a live postmaster, and a killed one can linger as a
+    zombie until init reaps it; a zombie holds no shared memory, so its lock file is stale.
+    """
+    lock = pgdata / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        stale = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        stale = True
+    if stale:
+        lock.unlink(missing_ok=True)
 
 
 def _allow_traverse(path: Path) -> None:

@@ -47,7 +47,9 @@ class StackState:
 def ensure_state_dir(settings: Settings) -> Path:
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
-    state.chmod(0o700)  # secrets (the API token) and data live here
+    # Secrets (the API token) and data live here. As root, Postgres runs as its own user and
+    # needs to traverse (o+x, never read) into its data directory.
+    state.chmod(0o701 if os.geteuid() == 0 else 0o700)
     return state
 
 

@@ -157,7 +157,8 @@ class EpisodeActivities:
                     turn, parsed, error = retry, reparsed, None
         except NotConverged as exc:
             raise ApplicationError(str(exc), type=NOT_CONVERGED, non_retryable=True) from exc
-        count_execution(self.settings, key)
+        # How many times real work ran for this key when it committed; a later run would exceed it.
+        execution = count_execution(self.settings, key)
         action = parsed.action if error is None else None
         payload = {
             "text": turn.text,
@@ -168,6 +169,7 @@ class EpisodeActivities:
             "repaired": repaired,
             "inputs_hash": inputs,
             "stats": turn.stats(),
+            "execution": execution,
         }
         write_start = time.perf_counter()
         stored, _ = self.checkpoints.save(
@@ -236,9 +238,10 @@ class EpisodeActivities:
 
         activity.heartbeat("tool_started")
         outcome = self.tools().run(Action(action_payload["tool"], action_payload["args"]), key=key)
-        count_execution(self.settings, key)
+        execution = count_execution(self.settings, key)
         payload = {
             "action": action_payload,
+            "execution": execution,
             "ok": outcome.error is None,
             "result": outcome.result,
             "error": outcome.error,

@@ -33,7 +33,7 @@ BOOKKEEPING = {
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
 }
-TURN_ATTEMPTS = 3
+TURN_ATTEMPTS = 6  # enough to ride out a Postgres/Redis restart
 TURN_OPTIONS = {
     "start_to_close_timeout": timedelta(minutes=10),
     # A reverse-sampling job that stops reporting progress is stuck: time it out and retry.
@@ -41,10 +41,11 @@ TURN_OPTIONS = {
     "retry_policy": RetryPolicy(
         maximum_attempts=TURN_ATTEMPTS,
         initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=10),
         non_retryable_error_types=["DenoisingBudgetExceeded", "InvalidEpisode"],
     ),
 }
-TOOL_ATTEMPTS = 5
+TOOL_ATTEMPTS = 8
 TOOL_OPTIONS = {
     "start_to_close_timeout": timedelta(minutes=2),
     # Heartbeats mark the start; a worker lost mid-call is noticed within this.
@@ -52,6 +53,7 @@ TOOL_OPTIONS = {
     "retry_policy": RetryPolicy(
         maximum_attempts=TOOL_ATTEMPTS,
         initial_interval=timedelta(milliseconds=500),
+        maximum_interval=timedelta(seconds=10),
         non_retryable_error_types=["InvalidEpisode"],
     ),
 }

@@ -157,7 +157,8 @@ def test_version_moves_only_when_documents_change(stack, corpus_name, write_json
     assert_counts_exact(stack, corpus_name)
 
 
-def test_stats_count_documents_and_characters(stack, corpus_name):
+def test_stats_count_documents_and_characters(stack, corpus_name, monkeypatch):
+    monkeypatch.setattr(store, "VACUUM_AFTER_CHANGES", 2)  # a "bulk" load: vacuumed after
     store.load_documents(stack, [doc("a", "x" * 10), doc("b", "y" * 5)], corpus=corpus_name)
     (row,) = store.corpus_stats(stack, corpus_name)
     assert (row.documents, row.total_chars, row.version) == (2, 15, 1)

@@ -145,12 +145,49 @@ def generate_examples(
     return [ex for chunk in chunks for ex in chunk]
 
 
+class PackedExamples:
+    """Examples stored as one flat int32 tensor plus lengths: compact, quick to save/load, and
+    shared copy-on-write by data-loader workers. ``packed[i]`` -> (context ids, turn ids)."""
+
+    def __init__(self, ids: torch.Tensor, ctx_len: torch.Tensor, turn_len: torch.Tensor):
+        self.ids, self.ctx_len, self.turn_len = ids, ctx_len, turn_len
+        lengths = ctx_len.long() + turn_len.long()
+        self.offset = torch.cumsum(lengths, 0) - lengths
+        self.lengths = lengths.tolist()
+
+    @classmethod
+    def pack(cls, examples: Sequence[Example]) -> PackedExamples:
+        flat = [t for c, u in examples for t in (*c, *u)]
+        return cls(
+            torch.tensor(flat, dtype=torch.int32),
+            torch.tensor([len(c) for c, _ in examples], dtype=torch.int32),
+            torch.tensor([len(u) for _, u in examples], dtype=torch.int32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> Example:
+        start, c = int(self.offset[i]), int(self.ctx_len[i])
+        row = self.ids[start : start + self.lengths[i]].tolist()
+        return row[:c], row[c:]
+
+    def save(self, path: str | Path, **meta: Any) -> None:
+        state = {"ids": self.ids, "ctx_len": self.ctx_len, "turn_len": self.turn_len}
+        torch.save(state | {"meta": meta}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PackedExamples:
+        state = torch.load(str(path), weights_only=False)
+        return cls(state["ids"], state["ctx_len"], state["turn_len"])
+
+
 def prepare_data(
     path: str | Path, tokenizer_dir: str | Path, n_worlds: int, workers: int = 1, **kw: Any
 ) -> int:
     """Generate examples from ``n_worlds`` training worlds and save them to ``path``."""
     examples = generate_examples(train_seeds(n_worlds), tokenizer_dir, workers=workers, **kw)
-    torch.save({"examples": examples, "n_worlds": n_worlds, **kw}, str(path))
+    PackedExamples.pack(examples).save(path, n_worlds=n_worlds, **kw)
     return len(examples)
 
 
@@ -335,7 +372,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def _batches(
-    examples: list[Example], batch_size: int, rng: random.Random
+    examples: PackedExamples, batch_size: int, rng: random.Random
 ) -> Iterator[list[Example]]:
     """Endless shuffled batches, grouped by length to waste little padding."""
     while True:
@@ -343,7 +380,7 @@ def _batches(
         rng.shuffle(order)
         chunk = batch_size * 32
         for i in range(0, len(order), chunk):
-            part = sorted(order[i : i + chunk], key=lambda j: sum(map(len, examples[j])))
+            part = sorted(order[i : i + chunk], key=lambda j: examples.lengths[j])
             groups = [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
             rng.shuffle(groups)
             for g in groups:
@@ -354,7 +391,7 @@ def _batches(
 class _TensorBatches(torch.utils.data.IterableDataset):
     """Endless training batches as tensors; each loader worker draws its own random stream."""
 
-    def __init__(self, examples: list[Example], cfg: TrainConfig, ids: SpecialIds, seed: int):
+    def __init__(self, examples: PackedExamples, cfg: TrainConfig, ids: SpecialIds, seed: int):
         self.examples, self.cfg, self.ids, self.seed = examples, cfg, ids, seed
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -374,6 +411,10 @@ class _TensorBatches(torch.utils.data.IterableDataset):
                     ablate_context_clean=self.cfg.ablate_context_clean,
                     ablate_span_mask=self.cfg.ablate_span_mask,
                 )
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)
 
 
 def _build_model(cfg: TrainConfig, tok):
@@ -462,16 +503,21 @@ def train(
     ids = SpecialIds(tok.pad_token_id, tok.mask_token_id, tok.eos_token_id)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.set_num_threads(min(4, os.cpu_count() or 1))  # batches are built by the loader
 
     if data is not None:
-        examples = torch.load(str(data), weights_only=False)["examples"]
+        examples = PackedExamples.load(data)
     else:
-        examples = generate_examples(
-            train_seeds(n_worlds),
-            tok_dir,
-            questions=cfg.questions_per_world,
-            action_first_fraction=cfg.action_first_fraction,
-            workers=workers,
+        examples = PackedExamples.pack(
+            generate_examples(
+                train_seeds(n_worlds),
+                tok_dir,
+                questions=cfg.questions_per_world,
+                action_first_fraction=cfg.action_first_fraction,
+                workers=workers,
+            )
         )
     model = _build_model(cfg, tok).to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -488,6 +534,13 @@ def train(
     step, history, elapsed_before = 0, [], 0.0
     state_path = out / "train_state.pt"
     if resume and state_path.exists():
+        saved = json.loads((out / "train_config.json").read_text())
+        for key in ("backend", "ablate_context_clean", "ablate_span_mask", "n_layer", "n_embd"):
+            if saved.get(key) != getattr(cfg, key):
+                raise ValueError(
+                    f"{out} holds a run with {key}={saved.get(key)!r}, not {getattr(cfg, key)!r}; "
+                    "use another out_dir or resume=False"
+                )
         state = torch.load(str(state_path), map_location=dev, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -499,7 +552,7 @@ def train(
         batch_size=None,
         num_workers=loader_workers,
         prefetch_factor=4 if loader_workers else None,
-        persistent_workers=False,
+        worker_init_fn=_one_thread,
     )
     batches = iter(loader)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _null()

@@ -1,0 +1,239 @@
+"""Samplers: greedy references, batching invariance, stop reasons, P-ReAct timing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dllmflow import kernels
+from dllmflow.models.actions import parse_turn
+from dllmflow.models.sampling import GenerationRequest
+from dllmflow.models.sampling.ar import ARSampler
+from dllmflow.models.sampling.diffusion import DiffusionSampler
+from dllmflow.models.tokenizer import encode
+
+PROMPTS = [
+    "Role: seeker\nQuestion: Who founded Kixford Press?\nTurn 2 seeker:\n",
+    "Role: planner\nQuestion: In what year was Ros Langre born?\nTurn 1 planner:\n",
+    "Role: writer\nTurn 8 writer:\n",
+]
+
+
+def dense_block_greedy(model, prompt_ids, n_blocks, tau, pad_id):
+    """Reference: recompute the whole sequence with the dense block-causal forward each pass."""
+    b = model.block_size
+    mask_id = model.config.mask_token_id
+    seq = [pad_id] * ((-len(prompt_ids)) % b) + list(prompt_ids)
+    out = []
+    for _ in range(n_blocks):
+        tokens = torch.full((1, b), mask_id)
+        masked = torch.ones(1, b, dtype=torch.bool)
+        while masked.any():
+            x = torch.tensor([seq + out]).long()
+            logits = model(torch.cat([x, tokens], 1)).logits[:, -b:]
+            kernels.confidence_commit(logits, tokens, masked, tau)
+        out += tokens[0].tolist()
+    return out
+
+
+def until_eos(ids, eos, limit):
+    ids = ids[:limit]
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_diffusion_tau_one_equals_dense_greedy(tiny_diffusion, tokenizer, prompt):
+    sampler = DiffusionSampler(tiny_diffusion, tokenizer)
+    req = GenerationRequest(prompt=prompt, max_new_tokens=24, tau=1.0, stop_at_action_close=False)
+    result = sampler.generate(req)
+    ref = dense_block_greedy(
+        tiny_diffusion, encode(tokenizer, prompt), 3, 1.0, tokenizer.pad_token_id
+    )
+    assert result.token_ids == until_eos(ref, tokenizer.eos_token_id, 24)
+    # tau = 1.0 on a random model: one commit per pass.
+    assert result.refinement_passes >= result.tokens_generated
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_ar_sampler_equals_full_recompute_greedy(tiny_ar, tokenizer, prompt):
+    sampler = ARSampler(tiny_ar, tokenizer)
+    result = sampler.generate(GenerationRequest(prompt=prompt, max_new_tokens=20))
+    ids = encode(tokenizer, prompt)
+    ref = []
+    for _ in range(20):
+        nxt = int(tiny_ar(torch.tensor([ids + ref])).logits[0, -1].argmax())
+        if nxt == tokenizer.eos_token_id:
+            break
+        ref.append(nxt)
+    assert result.token_ids == ref
+    assert result.forward_passes == len(ref) + (result.stop_reason == "eos")
+
+
+def _requests():
+    return [
+        GenerationRequest(prompt=p + "x" * i, max_new_tokens=12 + 5 * i, tau=tau)
+        for i, (p, tau) in enumerate(zip(PROMPTS * 2, [0.9, 0.5, 1.0, 0.2, 0.9, 0.7], strict=True))
+    ]
+
+
+@pytest.mark.parametrize("kind", ["ar", "diffusion"])
+def test_batched_equals_single(kind, tiny_ar, tiny_diffusion, tokenizer):
+    sampler = (
+        ARSampler(tiny_ar, tokenizer)
+        if kind == "ar"
+        else DiffusionSampler(tiny_diffusion, tokenizer)
+    )
+    singles = [sampler.generate(r) for r in _requests()]
+    batched = sampler.generate_batch(_requests(), max_batch=4)
+    for one, many in zip(singles, batched, strict=True):
+        assert one.token_ids == many.token_ids
+        assert one.forward_passes == many.forward_passes
+        assert one.stop_reason == many.stop_reason
+
+
+def test_requests_join_and_leave_between_steps(tiny_diffusion, tokenizer):
+    sampler = DiffusionSampler(tiny_diffusion, tokenizer)
+    reqs = _requests()[:3]
+    alone = [sampler.generate(r) for r in reqs]
+    a = sampler.start(reqs[0])
+    sampler.step([a])
+    sampler.step([a])
+    b = sampler.start(reqs[1])  # joins mid-way
+    events = sampler.step([a, b])
+    assert {e.request_id for e in events} == {a.request_id, b.request_id}
+    c = sampler.start(reqs[2])
+    running = [a, b, c]
+    while running:
+        sampler.step(running)
+        running = [s for s in running if not s.done]
+    for state, ref in zip([a, b, c], alone, strict=True):
+        assert sampler.result(state).token_ids == ref.token_ids
+
+
+# -- a scripted denoiser: predicts a fixed turn, with per-position confidence ---------------------
+
+
+class ScriptedDenoiser(torch.nn.Module):
+    """Stands in for BlockDiffusionLM: at turn position i it predicts script[i] with logit
+    ``conf[i]`` (everything else 0), so tests choose what commits when."""
+
+    def __init__(self, tokenizer, script, conf, block_size=8):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(
+            block_size=block_size, max_position=512, mask_token_id=tokenizer.mask_token_id
+        )
+        self.embed = torch.nn.Embedding(1, 1)
+        self.vocab = len(tokenizer)
+        self.script, self.conf = script, conf
+        self.turn_start = 0
+        self.passes = 0
+
+    def new_cache(self, batch, capacity):
+        return [torch.zeros(batch, 1, capacity, 1)], [torch.zeros(batch, 1, capacity, 1)]
+
+    def _logits(self, positions):  # [B, L] -> [B, L, V]
+        out = torch.zeros(*positions.shape, self.vocab)
+        for idx in torch.cartesian_prod(*[torch.arange(s) for s in positions.shape]).tolist():
+            i = int(positions[tuple(idx)]) - self.turn_start
+            if 0 <= i < len(self.script):
+                out[tuple(idx)][self.script[i]] = self.conf[i]
+        return out
+
+    def prefill(self, ids, ks, vs):
+        self.passes += 1
+        self.turn_start = ids.shape[1] - self.config.block_size
+        return self._logits(torch.arange(ids.shape[1])[None])
+
+    def forward_cached(self, ids, ks, vs, starts):
+        self.passes += 1
+        return self._logits(starts[:, None] + torch.arange(ids.shape[1]))
+
+    def eval(self):
+        return self
+
+
+TURN = (
+    '<think>Step 1: search the name.</think>\n<action>{"tool": "search", "args": '
+    '{"query": "Kixford Press"}}</action>'
+)
+FIRST = (
+    '<action>{"tool": "search", "args": {"query": "Kixford Press"}}</action>\n'
+    "<think>Step 1: search the name.</think>"
+)
+
+
+def _scripted(tokenizer, text, conf_of):
+    script = encode(tokenizer, text) + [tokenizer.eos_token_id] * 16
+    return ScriptedDenoiser(tokenizer, script, [conf_of(i, t) for i, t in enumerate(script)])
+
+
+def test_confident_turn_commits_many_tokens_per_pass(tokenizer):
+    model = _scripted(tokenizer, TURN, lambda i, t: 30.0)
+    result = DiffusionSampler(model, tokenizer).generate(GenerationRequest(prompt="Q:\n"))
+    assert result.text == TURN and parse_turn(result.text).valid
+    assert result.stop_reason == "action_closed"
+    assert result.forward_passes == model.passes
+    # Every block commits in one pass; finished blocks ride along with the next one.
+    assert result.forward_passes == -(-result.tokens_generated // 8)
+    assert result.tokens_per_forward > 4
+
+
+def test_unconfident_positions_commit_one_per_pass(tokenizer):
+    model = _scripted(tokenizer, TURN, lambda i, t: 1.0)
+    req = GenerationRequest(prompt="Q:\n", tau=0.9)
+    result = DiffusionSampler(model, tokenizer).generate(req)
+    assert result.text == TURN
+    assert result.refinement_passes >= result.tokens_generated
+
+
+def test_denoising_budget_gives_not_converged(tokenizer):
+    model = _scripted(tokenizer, TURN, lambda i, t: 1.0)
+    for req in (
+        GenerationRequest(prompt="Q:\n", max_steps_per_block=3),
+        GenerationRequest(prompt="Q:\n", max_denoise_steps=5),
+    ):
+        result = DiffusionSampler(model, tokenizer).generate(req)
+        assert result.stop_reason == "not_converged"
+        assert result.refinement_passes <= 5
+
+
+def test_token_budget_gives_budget_exhausted(tokenizer, tiny_ar):
+    model = _scripted(tokenizer, TURN, lambda i, t: 30.0)
+    result = DiffusionSampler(model, tokenizer).generate(
+        GenerationRequest(prompt="Q:\n", max_new_tokens=10)
+    )
+    assert result.stop_reason == "budget_exhausted" and result.tokens_generated == 10
+
+
+def test_p_react_reports_the_action_before_the_thinking_is_done(tokenizer):
+    # Action span confident, thinking span hesitant: the action is ready early.
+    n_action = len(encode(tokenizer, FIRST.split("\n")[0]))
+    model = _scripted(tokenizer, FIRST, lambda i, t: 30.0 if i < n_action else 1.0)
+    events = []
+    req = GenerationRequest(prompt="Q:\n", action_first=True)
+    result = DiffusionSampler(model, tokenizer).generate(req, on_event=events.append)
+    assert result.text == FIRST and result.stop_reason == "turn_closed"
+    assert result.action_text == FIRST.split("\n")[0]
+    assert result.action_ready_pass is not None
+    assert result.action_ready_pass < result.forward_passes / 2
+    assert 0 <= result.action_ready_seconds <= result.decode_seconds
+    ready = [e for e in events if e.action_text]
+    assert len(ready) == 1 and not ready[0].done
+    fractions = [e.committed_fraction for e in events]
+    assert all(0 < f <= 1 for f in fractions) and events[-1].done
+
+
+def test_ar_sampler_stops_at_action_close(tokenizer, tiny_ar):
+    """Greedy AR over a model forced to follow a script (via its output bias)."""
+    script = encode(tokenizer, TURN) + [tokenizer.eos_token_id]
+    sampler = ARSampler(tiny_ar, tokenizer)
+    state = sampler.start(GenerationRequest(prompt="Q:\n"))
+    # Drive the state with scripted tokens through the sampler's own bookkeeping.
+    for tok in script:
+        sampler._advance(state, tok)
+        if state.done:
+            break
+    assert state.stop_reason == "action_closed" and state.final_text == TURN
+    assert state.action_text is not None

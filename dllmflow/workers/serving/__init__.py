@@ -1,21 +1,32 @@
-"""Model serving on Ray: replicas per backend, continuous batching, routing policies."""
+"""Model serving on Ray: replicas per backend, continuous batching, routing policies.
 
-from .errors import GenerationFailed, GenerationTimeout, ReplicaUnavailable, ServingError
-from .replicas import serving_status
-from .router import POLICIES, TURN_KINDS, Route, Router, choose
-from .settings import BACKENDS, ServingSettings
+Names are imported lazily so that ``serving.scheduler`` (pure torch) works where Ray is not
+installed, e.g. benchmarking the batching loop on a bare GPU machine.
+"""
 
-__all__ = [
-    "BACKENDS",
-    "POLICIES",
-    "TURN_KINDS",
-    "GenerationFailed",
-    "GenerationTimeout",
-    "ReplicaUnavailable",
-    "Route",
-    "Router",
-    "ServingError",
-    "ServingSettings",
-    "choose",
-    "serving_status",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GenerationFailed": "errors",
+    "GenerationTimeout": "errors",
+    "ReplicaUnavailable": "errors",
+    "ServingError": "errors",
+    "serving_status": "replicas",
+    "POLICIES": "router",
+    "TURN_KINDS": "router",
+    "Route": "router",
+    "Router": "router",
+    "choose": "router",
+    "BACKENDS": "settings",
+    "ServingSettings": "settings",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

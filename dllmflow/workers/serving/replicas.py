@@ -142,7 +142,26 @@ def replica_actor(settings: ServingSettings, backend: str, index: int):
         max_restarts=settings.replica_max_restarts,
         max_task_retries=0,  # a generation is not replayed on a new replica behind our back
         max_concurrency=1000,
+        lifetime="detached" if settings.replica_detached else None,
     ).remote(asdict(spec))
+
+
+def stop_replicas(settings: Any = None) -> list[str]:
+    """Kill every configured replica (no restart); returns the names that were running."""
+    from .connect import connect
+
+    if settings is not None:
+        connect(settings)
+    stopped = []
+    for backend in BACKENDS:
+        for index in range(ServingSettings().replicas(backend)):
+            name = replica_name(backend, index)
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:  # not running
+                continue
+            stopped.append(name)
+    return stopped
 
 
 def serving_status(settings: Any = None, timeout_s: float = 5.0) -> list[dict[str, Any]]:

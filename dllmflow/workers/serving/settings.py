@@ -24,6 +24,9 @@ class ServingSettings(BaseSettings):
     replica_max_restarts: int = Field(default=3, ge=-1)
     replica_torch_threads: int = Field(default=1, ge=1)  # intra-op threads on CPU
     max_batch: int = Field(default=32, ge=1)  # sequences in one running batch
+    # Non-detached replicas stop with the process that created them (the worker); detached
+    # ones outlive it (`dllmflow models warm --detached`) until `dllmflow models stop`.
+    replica_detached: bool = False
 
     # Decoding defaults for a turn.
     max_new_tokens: int = Field(default=160, ge=1)

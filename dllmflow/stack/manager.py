@@ -96,6 +96,7 @@ def up(
                 component.stop(record)
             elif record:
                 progress(f"{name}: pid {record.pid} is gone; restarting")
+            component.check_ports_free()
             progress(f"{name}: starting")
             records[name] = component.start()
             state.save(records)

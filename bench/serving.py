@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -149,7 +150,16 @@ class OverRay:
         from dllmflow.workers.serving.settings import NAMESPACE, ServingSettings
 
         if not ray.is_initialized():
-            ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+            # A private local Ray like the stack's: no auth token (ray.init would otherwise
+            # write ~/.ray/auth_token, which later `ray start` heads on this machine pick up).
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(
+                num_cpus=2,
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                log_to_driver=False,
+                object_store_memory=256 * 1024**2,
+            )
         settings = ServingSettings(
             **{f"{backend}_checkpoint": checkpoint, f"{backend}_replicas": 1},
             replica_num_cpus=0,

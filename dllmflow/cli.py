@@ -9,7 +9,7 @@ import sys
 import typer
 from rich.table import Table
 
-from dllmflow.commands import bench, demo, dlq, episodes
+from dllmflow.commands import bench, demo, dlq, episodes, serve_models
 from dllmflow.commands.common import console, err_console, settings, user_errors
 from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.commands.eval import eval_command
@@ -68,14 +68,41 @@ def down() -> None:
 
 @app.command()
 @user_errors
-def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """Health-check every component with a real query or ping."""
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+    models: bool = typer.Option(True, help="Also list the model replicas on Ray."),
+) -> None:
+    """Health-check every component with a real query or ping, and list model replicas."""
     from dllmflow.stack import manager
 
-    rows = manager.status(settings())
-    print_health(rows, as_json)
+    s = settings()
+    rows = manager.status(s)
+    replicas = None
+    if models and any(h.name == "ray" and h.healthy for h in rows):
+        from dllmflow.workers.serving import serving_status
+
+        replicas = serving_status(s)
+    if as_json:
+        payload: dict[str, object] = {h.name: h.to_dict() for h in rows}
+        if replicas is not None:
+            payload["models"] = replicas
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        print_health(rows, as_json=False)
+        if replicas is not None:
+            print_replicas(replicas)
     if not all(h.healthy for h in rows):
         raise typer.Exit(1)
+
+
+def print_replicas(replicas: list[dict[str, object]]) -> None:
+    table = Table(title="model replicas (Ray)")
+    columns = ("backend", "name", "alive", "checkpoint", "device")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in replicas:
+        table.add_row(*(str(row.get(c, "-")) for c in columns))
+    console.print(table)
 
 
 app.command("demo")(user_errors(demo.demo_command))
@@ -87,6 +114,7 @@ app.add_typer(dlq.app, name="dlq")
 
 app.command("eval")(user_errors(eval_command))
 app.add_typer(bench.app, name="bench")
+app.add_typer(serve_models.app, name="models")
 
 
 @app.command()

@@ -157,6 +157,13 @@ class EpisodeActivities:
                     turn, parsed, error = retry, reparsed, None
         except NotConverged as exc:
             raise ApplicationError(str(exc), type=NOT_CONVERGED, non_retryable=True) from exc
+        except Exception as exc:
+            # Serving errors say whether a retry can help (a replica died) or not (bad input).
+            if getattr(exc, "retryable", True) is False:
+                raise ApplicationError(
+                    str(exc), type=type(exc).__name__, non_retryable=True
+                ) from exc
+            raise
         # How many times real work ran for this key when it committed; a later run would exceed it.
         execution = count_execution(self.settings, key)
         action = parsed.action if error is None else None

@@ -323,6 +323,11 @@ class TemporalComponent(Component):
             "--ui-disable-news-fetch",
             "--namespace",
             self.settings.temporal_namespace,
+            # WAL with synchronous=NORMAL: durable across process crashes, far fewer fsyncs.
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
             "--log-level",
             "warn",
         ]

@@ -55,6 +55,7 @@ class Episode:
     correct: bool = False
     tool_calls: int = 0
     seconds: float = 0.0
+    hops: int | None = None  # from the question's ground truth, when it has one
 
     @property
     def invalid_turns(self) -> int:
@@ -86,7 +87,9 @@ def run_episode(
     An invalid turn gets an error observation and the same role tries again. The last allowed
     turn always goes to the writer so every episode can end with an answer.
     """
-    ep = Episode(question_id=str(question.get("id", "")))
+    ep = Episode(
+        question_id=str(question.get("id", "")), hops=len(question.get("hops") or []) or None
+    )
     role, invalid_run = "planner", 0
     t0 = time.perf_counter()
     while len(ep.turns) < max_turns:

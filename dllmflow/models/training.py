@@ -468,6 +468,7 @@ def train(
     n_worlds: int = 200,
     workers: int = 1,
     loader_workers: int = 0,
+    init_from: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
     **overrides: Any,
@@ -477,8 +478,9 @@ def train(
     data: a file from ``prepare_data`` (else examples are generated from ``n_worlds`` training
     worlds with ``workers`` processes); ``loader_workers`` processes build batches in the
     background. Checkpoints every ``checkpoint_every`` steps; with ``resume`` an interrupted run
-    continues from ``out_dir/train_state.pt``. Stops after ``steps`` or ``max_seconds``.
-    Writes loss_history.json and loss_curve.png. Returns a summary dict.
+    continues from ``out_dir/train_state.pt``; ``init_from`` starts a new run from the weights
+    of a checkpoint directory (continued training with a fresh schedule). Stops after
+    ``steps`` or ``max_seconds``. Writes loss_history.json and loss_curve.png. Returns a summary dict.
     """
     from .tokenizer import load_tokenizer
 
@@ -519,7 +521,12 @@ def train(
                 workers=workers,
             )
         )
-    model = _build_model(cfg, tok).to(dev)
+    model = _build_model(cfg, tok)
+    if init_from is not None:
+        start = type(model).from_pretrained(str(init_from), dtype=torch.float32)
+        model.load_state_dict(start.state_dict())
+        cfg.extra["init_from"] = str(init_from)
+    model = model.to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -692,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER_DIR))
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--lr", type=float, default=2e-3)
+    r.add_argument("--warmup", type=int)
+    r.add_argument("--init-from", help="start from this checkpoint's weights")
     r.add_argument("--max-seconds", type=float)
     r.add_argument("--checkpoint-every", type=int, default=500)
     r.add_argument("--worlds", type=int, default=200)
@@ -714,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         overrides = {
             k: getattr(a, k)
-            for k in ("n_layer", "n_head", "n_embd", "block_size")
+            for k in ("n_layer", "n_head", "n_embd", "block_size", "warmup")
             if getattr(a, k) is not None
         }
         summary = train(
@@ -733,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             n_worlds=a.worlds,
             workers=a.workers,
             loader_workers=a.loader_workers,
+            init_from=a.init_from,
             device=a.device,
             progress=not a.no_progress,
             **overrides,

@@ -7,6 +7,7 @@ cross-sequence padding), so batched and single-request greedy outputs are identi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,9 @@ class HFCausalSampler(Sampler):
         )
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else cfg.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        # transformers renamed `past_key_values` to `cache` (5.2x); take whichever it has.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def start(self, request: GenerationRequest) -> HFState:
         return HFState(
@@ -64,8 +68,8 @@ class HFCausalSampler(Sampler):
                     s.started = True
                 else:
                     ids = torch.tensor([[s.next_token]], device=device)
-                out = self.model(input_ids=ids, past_key_values=s.past, use_cache=True)
-                s.past = out.past_key_values
+                out = self.model(input_ids=ids, use_cache=True, **{self.cache_arg: s.past})
+                s.past = getattr(out, self.cache_arg, None)
                 s.forward_passes += 1
                 token = int(out.logits[0, -1].argmax(-1))
                 events.append(self._advance(s, token))

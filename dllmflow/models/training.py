@@ -480,7 +480,7 @@ def train(
     background. Checkpoints every ``checkpoint_every`` steps; with ``resume`` an interrupted run
     continues from ``out_dir/train_state.pt``; ``init_from`` starts a new run from the weights
     of a checkpoint directory (continued training with a fresh schedule). Stops after
-    ``steps`` or ``max_seconds``. Writes loss_history.json and loss_curve.png. Returns a summary dict.
+    ``steps`` or ``max_seconds``. Writes loss_history.json and loss_curve.png; returns a summary.
     """
     from .tokenizer import load_tokenizer
 

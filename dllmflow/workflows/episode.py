@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from dllmflow.store.models import EpisodeStatus
     from dllmflow.workflows.types import (
+        ROLE_KIND,
         DeadLetterRequest,
         EpisodeInput,
         EpisodeResult,
@@ -168,7 +169,7 @@ class EpisodeWorkflow:
                 **TURN_OPTIONS,
             )
         except ActivityError as exc:
-            raise DeadLettered(step, role, _cause(exc), TURN_ATTEMPTS) from exc
+            raise DeadLettered(step, ROLE_KIND[role], _cause(exc), TURN_ATTEMPTS) from exc
         self._last_checkpoint = turn.checkpoint_id
         round_trip = (workflow.now() - sent).total_seconds()
         t = turn.timings

@@ -94,8 +94,8 @@ class EpisodeService:
             **{**episode.budgets, **{k: v for k, v in budget_overrides.items() if v is not None}}
         ).validate()
         for letter in self.dlq.for_episode(episode_id):
-            if letter.kind in ("plan", "seek", "write", "planner", "seeker", "writer") and (
-                letter.error.startswith("invalid action")
+            if letter.kind in ("plan", "seek", "write") and letter.error.startswith(
+                "invalid action"
             ):
                 # Recompute the invalid streak instead of replaying its cached turns.
                 first = max(0, letter.step - letter.attempts + 1)

@@ -155,3 +155,27 @@ def test_worker_killed_mid_episode_resumes_without_rerunning(
         assert executions(stack, key) == at_commit, (
             f"{key} ran again after its checkpoint committed"
         )
+
+
+@pytest.mark.slow
+def test_replay_with_the_ar_backend_recomputes_only_later_steps(
+    stack: Settings, world_questions
+) -> None:
+    """`episodes replay ID --from 3 --policy ar`: steps 0-2 come from checkpoints, the rest is
+    decoded by the AR model."""
+    record = world_questions[2]
+    source, _ = asyncio.run(run_episode(stack, record))
+    result = CliRunner().invoke(
+        app, ["episodes", "replay", source.id, "--from", "3", "--policy", "ar"]
+    )
+    assert result.exit_code in (0, 1), result.output  # 1: the AR agent may not finish well
+    replayed = EpisodeRepository(stack).list(limit=1)[0]
+    assert replayed.parent_episode_id == source.id and replayed.policy == "ar"
+    checkpoints = CheckpointStore(stack).for_episode(replayed.id)
+    assert any(cp.step >= 3 for cp in checkpoints)
+    for cp in checkpoints:
+        if cp.step < 3:
+            assert cp.payload.get("copied_from") and cp.backend in ("oracle", "tool")
+            assert executions(stack, cp.idempotency_key) == 0
+        elif cp.kind != "tool":
+            assert cp.backend == "ar" and not cp.payload.get("copied_from")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -80,11 +79,9 @@ def load(
     """Run EPISODES oracle episodes, CONCURRENCY at a time, and report what happened."""
     from dllmflow.models.world import generate_world
     from dllmflow.stack import manager
-    from dllmflow.stack.components import settings_env
-    from dllmflow.stack.health import check_worker
-    from dllmflow.stack.process import wait_until
     from dllmflow.store.corpus import load_documents
     from dllmflow.store.streams import DeadLetterQueue
+    from dllmflow.workers.episode_worker import spawn_worker
     from dllmflow.workers.tools.latency import LatencyProfile
 
     LatencyProfile.parse(tool_latency)  # fail fast, naming the bad entry
@@ -95,21 +92,10 @@ def load(
     load_documents(base, world.documents, corpus=LOAD_CORPUS)
     questions = [world.questions[i % len(world.questions)] for i in range(episodes)]
 
-    env = {
-        **os.environ,
-        **settings_env(load_settings),
-        "DLLMFLOW_CORPUS": LOAD_CORPUS,
-        "DLLMFLOW_TOOL_LATENCY": tool_latency,
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "dllmflow.workers.episode_worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    worker = spawn_worker(
+        load_settings, {"DLLMFLOW_CORPUS": LOAD_CORPUS, "DLLMFLOW_TOOL_LATENCY": tool_latency}
     )
     try:
-        if not wait_until(lambda: check_worker(load_settings).healthy, 60):
-            raise RuntimeError("the load worker did not start polling within 60 s")
         dlq_before = DeadLetterQueue(base).depth()
         pids = [r.pid for r in manager.StackState(base.state_dir).load().values()] + [worker.pid]
         with MemoryWatch(pids) as memory:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
@@ -63,3 +66,27 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def spawn_worker(
+    settings: Settings, extra_env: dict[str, str] | None = None, timeout: float = 90.0
+) -> subprocess.Popen:
+    """Start a worker process for `settings` (its task queue) and wait until it polls.
+
+    Used for dedicated workers: a load run with injected tool latency, fault tests that kill one.
+    """
+    from dllmflow.stack.components import StackError, settings_env
+    from dllmflow.stack.health import check_worker
+    from dllmflow.stack.process import wait_until
+
+    env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dllmflow.workers.episode_worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if not wait_until(lambda: check_worker(settings).healthy, timeout):
+        proc.kill()
+        raise StackError(f"worker for task queue {settings.task_queue!r} did not start polling")
+    return proc

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
@@ -16,12 +14,11 @@ from typer.testing import CliRunner
 from dllmflow.cli import app
 from dllmflow.config import Settings, load_settings
 from dllmflow.models.world import answer_matches
-from dllmflow.stack.components import settings_env
-from dllmflow.stack.health import check_worker
 from dllmflow.stack.process import wait_until
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import executions
+from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
 
 pytestmark = pytest.mark.integration
@@ -105,21 +102,10 @@ def test_worker_killed_mid_episode_resumes_without_rerunning(
 
     queue = "kill-test"
     settings = load_settings(task_queue=queue)
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "DLLMFLOW_TOOL_LATENCY": "search=fixed:0.4,fetch=fixed:0.4",
-    }
+    latency = {"DLLMFLOW_TOOL_LATENCY": "search=fixed:0.4,fetch=fixed:0.4"}
 
     def start_worker() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dllmflow.workers.episode_worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert wait_until(lambda: check_worker(settings).healthy, 60)
-        return proc
+        return spawn_worker(settings, latency)
 
     worker = start_worker()
     store = CheckpointStore(stack)

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,12 +15,11 @@ import pytest
 from dllmflow.config import load_settings
 from dllmflow.models.world import answer_matches
 from dllmflow.stack import manager
-from dllmflow.stack.components import settings_env
-from dllmflow.stack.health import check_worker
 from dllmflow.stack.process import wait_until
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetterQueue, executions
+from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
@@ -33,21 +31,10 @@ FAULTS = ("redis", "postgres", "temporal", "worker")
 def test_episodes_survive_component_restarts(stack, world_questions) -> None:
     queue = "fault-test"
     settings = load_settings(task_queue=queue)
-    env = {
-        **os.environ,
-        **settings_env(settings),
-        "DLLMFLOW_TOOL_LATENCY": "search=fixed:0.5,fetch=fixed:0.5",
-    }
+    latency = {"DLLMFLOW_TOOL_LATENCY": "search=fixed:0.5,fetch=fixed:0.5"}
 
     def start_worker() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dllmflow.workers.episode_worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert wait_until(lambda: check_worker(settings).healthy, 90)
-        return proc
+        return spawn_worker(settings, latency)
 
     records = world_questions[:EPISODES]
     worker = start_worker()

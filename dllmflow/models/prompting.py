@@ -163,17 +163,18 @@ def render_context(
     text = compose(True, 0)
     if max_tokens is None or count_tokens is None or count_tokens(text) <= max_tokens:
         return text
-    # Drop the oldest turns after the plan, then the plan too.
-    for keep_first in (True, False):
-        for drop in range(1, n - int(keep_first) + 1):
-            text = compose(keep_first, drop)
-            if count_tokens(text) <= max_tokens:
-                return text
-    # Still too long (a huge question or observation): keep the header, cut the body's start.
-    body = text[len(header) :]
-    while count_tokens(header + body) > max_tokens and len(body) > len(tail) + 16:
-        body = "..." + body[max(16, len(body) // 8) :]
-    return header + body
+    # Drop the oldest turns after the plan, then the plan too; the latest turn goes last.
+    candidates = [(True, d) for d in range(1, n - 1)] + [(False, d) for d in range(1, n + 1)]
+    for keep_first, drop in candidates:
+        text = compose(keep_first, drop)
+        if count_tokens(text) <= max_tokens:
+            return text
+    # Still too long (a huge question): keep the role line and as much of the end as fits.
+    role_line = header.split("\n", 1)[0] + "\n..."
+    rest = text[len(role_line) :]
+    while count_tokens(role_line + rest) > max_tokens and len(rest) > len(tail):
+        rest = rest[max(8, (len(rest) - len(tail)) // 8) :]
+    return role_line + rest if len(rest) >= len(tail) else role_line + tail
 
 
 def turn_is_valid(turn: str) -> bool:

@@ -572,6 +572,7 @@ def train(
         flush=True,
     )
     model.train()
+    last = None
     while step < cfg.steps:
         elapsed = time.time() - t0
         if cfg.max_seconds and elapsed >= cfg.max_seconds:
@@ -592,9 +593,9 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
+        last = (step, loss.detach(), parts, lr_now)
         if step % 10 == 0 or step == 1:
-            record = {"step": step, "loss": loss.item(), "lr": lr_now, "time": time.time() - t0}
-            history.append(record | {k: v.item() for k, v in parts.items()})
+            _record(history, *last, time.time() - t0)
         if bar is not None:
             bar.update(1)
             if step % 50 == 0:
@@ -605,6 +606,8 @@ def train(
             _save(model, opt, tok, cfg, out, step, history, time.time() - t0)
     if bar is not None:
         bar.close()
+    if last is not None and (not history or history[-1]["step"] != step):
+        _record(history, *last, time.time() - t0)
     _save(model, opt, tok, cfg, out, step, history, time.time() - t0)
     summary = {
         "backend": backend,
@@ -619,6 +622,11 @@ def train(
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _record(history: list, step: int, loss, parts: dict, lr: float, seconds: float) -> None:
+    row = {"step": step, "loss": loss.item(), "lr": lr, "time": seconds}
+    history.append(row | {k: v.item() for k, v in parts.items()})
 
 
 class _null:
@@ -651,7 +659,10 @@ def _save(model, opt, tok, cfg: TrainConfig, out: Path, step: int, history, elap
     plot_loss(history, out / "loss_curve.png", title=f"{cfg.backend} (step {step})")
 
 
-def plot_loss(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+def plot_loss(
+    history: list[dict[str, Any]], path: str | Path, title: str = "", marks: Sequence[int] = ()
+) -> None:
+    """Loss curve PNG (log scale); ``marks``: steps to draw a vertical line at (phases)."""
     if not history:
         return
     import matplotlib
@@ -665,6 +676,8 @@ def plot_loss(history: list[dict[str, Any]], path: str | Path, title: str = "") 
     for key in ("denoise", "ar"):
         if key in history[0]:
             ax.plot(steps, [h[key] for h in history], label=key, lw=1, alpha=0.8)
+    for step in marks:
+        ax.axvline(step, color="grey", ls="--", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (turn tokens)")

@@ -47,3 +47,12 @@ def tiny_diffusion(tokenizer):
     torch.manual_seed(2)
     model = BlockDiffusionLM(DiffusionConfig(block_size=8, **tiny_config_kwargs(tokenizer)))
     return sharpen(model)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models decode faster on one thread (and do not fight other test workers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -64,7 +64,6 @@ def test_block_causal_mask_matches_loop():
 
 def test_span_aware_mask_matches_loop():
     # Row 0: 3 clean blocks (block 2 is the turn) + its noisy copy; row 1 shorter, padded.
-    bs = 2
     rows = [
         ([0] * 6 + [1] * 2, [0, 0, 1, 1, 2, 2, 2, 2]),
         ([0] * 4 + [1] * 2, [0, 0, 1, 1, 1, 1]),
@@ -93,7 +92,6 @@ def test_span_aware_mask_matches_loop():
                 else:
                     want = block[r, j] == block[r, i]
                 assert bool(mask[r, 0, i, j]) == bool(want), (r, i, j)
-    del bs
 
 
 def test_span_aware_training_equals_cached_inference(tiny_diffusion):

@@ -225,15 +225,68 @@ def test_p_react_reports_the_action_before_the_thinking_is_done(tokenizer):
     assert all(0 < f <= 1 for f in fractions) and events[-1].done
 
 
-def test_ar_sampler_stops_at_action_close(tokenizer, tiny_ar):
-    """Greedy AR over a model forced to follow a script (via its output bias)."""
-    script = encode(tokenizer, TURN) + [tokenizer.eos_token_id]
-    sampler = ARSampler(tiny_ar, tokenizer)
-    state = sampler.start(GenerationRequest(prompt="Q:\n"))
-    # Drive the state with scripted tokens through the sampler's own bookkeeping.
-    for tok in script:
-        sampler._advance(state, tok)
-        if state.done:
-            break
-    assert state.stop_reason == "action_closed" and state.final_text == TURN
-    assert state.action_text is not None
+class ScriptedCausal(torch.nn.Module):
+    """Stands in for ARForCausalLM: after the prompt it predicts ``script`` token by token."""
+
+    def __init__(self, tokenizer, script):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(max_position=512)
+        self.embed = torch.nn.Embedding(1, 1)
+        self.vocab, self.script, self.prompt_len = len(tokenizer), script, 0
+
+    def new_cache(self, batch, capacity):
+        return [torch.zeros(batch, 1, capacity, 1)], [torch.zeros(batch, 1, capacity, 1)]
+
+    def _logits(self, positions):  # position p predicts script[p + 1 - prompt_len]
+        out = torch.zeros(*positions.shape, self.vocab)
+        for b, row in enumerate(positions.tolist()):
+            for j, p in enumerate(row):
+                i = p + 1 - self.prompt_len
+                if 0 <= i < len(self.script):
+                    out[b, j, self.script[i]] = 10.0
+        return out
+
+    def prefill(self, ids, ks, vs):
+        self.prompt_len = ids.shape[1]
+        return self._logits(torch.arange(ids.shape[1])[None])
+
+    def forward_cached(self, ids, ks, vs, starts):
+        return self._logits(starts[:, None] + torch.arange(ids.shape[1]))
+
+    def eval(self):
+        return self
+
+
+@pytest.mark.parametrize(
+    ("text", "action_first", "reason"),
+    [(TURN, False, "action_closed"), (FIRST, True, "turn_closed")],
+)
+def test_ar_sampler_stops_at_the_end_of_the_turn(tokenizer, text, action_first, reason):
+    script = [*encode(tokenizer, text), *encode(tokenizer, " trailing words"), 2]
+    sampler = ARSampler(ScriptedCausal(tokenizer, script), tokenizer)
+    events = []
+    req = GenerationRequest(prompt="Q:\n", action_first=action_first)
+    result = sampler.generate(req, on_event=events.append)
+    assert result.text == text and result.stop_reason == reason
+    assert result.forward_passes == result.tokens_generated == len(encode(tokenizer, text))
+    assert "".join(e.text for e in events) == text
+    assert result.action_text == text[text.index("<action>") : text.index("</action>") + 9]
+    # Think-first: the action is complete only at the very end; action-first: early.
+    if action_first:
+        assert result.action_ready_pass < result.forward_passes
+    else:
+        assert result.action_ready_pass == result.forward_passes
+
+
+def test_ar_sampler_eos_and_budget(tokenizer):
+    eos = tokenizer.eos_token_id
+    sampler = ARSampler(
+        ScriptedCausal(tokenizer, [*encode(tokenizer, "<think>hi"), eos]), tokenizer
+    )
+    result = sampler.generate(GenerationRequest(prompt="Q:\n"))
+    assert (result.text, result.stop_reason) == ("<think>hi", "eos")
+    sampler = ARSampler(ScriptedCausal(tokenizer, encode(tokenizer, TURN)), tokenizer)
+    result = sampler.generate(GenerationRequest(prompt="Q:\n", max_new_tokens=5))
+    assert result.stop_reason == "budget_exhausted" and result.tokens_generated == 5

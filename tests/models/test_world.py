@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -48,7 +49,7 @@ def test_questions_are_multi_hop_and_grounded():
             assert h["value"] in docs[h["doc_id"]]["text"]
             assert h["entity"] == docs[h["doc_id"]]["title"]
         # Hops chain: the next entity is the previous hop's value; the last value answers.
-        for prev, nxt in zip(hops, hops[1:], strict=False):
+        for prev, nxt in itertools.pairwise(hops):
             assert nxt["entity"] == prev["value"]
         assert hops[-1]["value"] == q["answer"]
         assert hops[0]["entity"] in q["question"]

@@ -14,18 +14,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from datetime import timedelta
 
 from common import bench_stack, percentile, record
+from temporalio import activity, workflow
+from temporalio.worker import Worker
 
 from dllmflow.models.episode import run_episode
 from dllmflow.models.oracle import oracle_turn
 from dllmflow.models.world import generate_world
 from dllmflow.store.corpus import DEFAULT_CORPUS, load_documents
 from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.workers.episode_worker import temporal_client
 from dllmflow.workers.tools import CorpusTools
 from dllmflow.workflows.service import EpisodeService
 
 LEVELS = (1, 8, 32)
+NOOP_ACTIVITIES = 40
+
+
+@activity.defn(name="bench_noop")
+async def noop_activity(value: int) -> int:
+    return value
+
+
+@workflow.defn(name="BenchNoopWorkflow", sandboxed=False)
+class NoopWorkflow:
+    """The floor: Temporal round trips of an activity that does nothing, timed in the workflow."""
+
+    @workflow.run
+    async def run(self, count: int) -> list[float]:
+        trips = []
+        for i in range(count):
+            sent = workflow.time()
+            await workflow.execute_activity(
+                noop_activity, i, start_to_close_timeout=timedelta(seconds=30)
+            )
+            trips.append(workflow.time() - sent)
+        return trips
+
+
+async def temporal_floor(settings) -> list[float]:
+    client = await temporal_client(settings)
+    queue = "bench-noop"
+    async with Worker(
+        client, task_queue=queue, workflows=[NoopWorkflow], activities=[noop_activity]
+    ):
+        return await client.execute_workflow(
+            NoopWorkflow.run, NOOP_ACTIVITIES, id=f"bench-noop-{time.time_ns()}", task_queue=queue
+        )
 
 
 async def durable_run(settings, questions, concurrency: int) -> tuple[float, list[str]]:
@@ -63,6 +100,7 @@ def main() -> None:
         baseline_s = time.perf_counter() - start
         baseline_rate = len(questions) / baseline_s * 60
 
+        floor = asyncio.run(temporal_floor(settings))
         levels, orchestration, checkpoint = [], [], []
         repo = EpisodeRepository(settings)
         for level in LEVELS:
@@ -100,6 +138,8 @@ def main() -> None:
                 "checkpoint_write_p50": ms(checkpoint, 50),
                 "checkpoint_write_p95": ms(checkpoint, 95),
                 "steps": len(orchestration),
+                "temporal_noop_activity_round_trip_p50": ms(floor, 50),
+                "temporal_noop_activity_round_trip_p95": ms(floor, 95),
                 "note": "a step = model turn + its tool call; orchestration is summed over both "
                 "activities' round trips minus queue, decode, tool and checkpoint time",
             },

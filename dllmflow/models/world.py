@@ -469,6 +469,32 @@ def write_world(world: World, out_dir: str | Path) -> tuple[Path, Path]:
     return corpus, questions
 
 
+def export_world(
+    out_dir: str | Path,
+    *,
+    split: str = "eval",
+    index: int = 0,
+    seed: int | None = None,
+    n_questions: int = 50,
+    **sizes: int,
+) -> tuple[Path, Path]:
+    """Write one world's corpus.jsonl and questions.jsonl (the `dllmflow world` command).
+
+    split: "eval" (held-out seeds), "train" (training seeds) or "demo"; ``index`` picks the
+    world within the split; an explicit ``seed`` overrides both.
+    """
+    if seed is None:
+        if split == "eval":
+            seed = eval_seeds(1, offset=index)[0]
+        elif split == "train":
+            seed = train_seeds(1, offset=index)[0]
+        elif split == "demo":
+            seed = DEMO_SEED
+        else:
+            raise ValueError(f"split must be 'eval', 'train' or 'demo', got {split!r}")
+    return write_world(generate_world(seed, n_questions=n_questions, **sizes), out_dir)
+
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 

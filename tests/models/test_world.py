@@ -14,6 +14,7 @@ from dllmflow.models.world import (
     answer_matches,
     demo_paths,
     eval_seeds,
+    export_world,
     generate_world,
     read_corpus,
     read_questions,
@@ -110,3 +111,25 @@ def test_answer_matching_normalizes():
     assert answer_matches("Silent Harbor.", rec)
     assert not answer_matches("Silent", rec)
     assert not answer_matches("", rec)
+
+
+def test_export_world_splits(tmp_path):
+    corpus, questions = export_world(
+        tmp_path / "e",
+        split="eval",
+        index=2,
+        n_questions=5,
+        **{k: v for k, v in SMALL.items() if k != "n_questions"},
+    )
+    qs = read_questions(questions)
+    assert len(qs) == 5 and qs[0]["id"].startswith(f"w{eval_seeds(3)[2]}-")
+    assert (
+        read_corpus(corpus)
+        == generate_world(
+            eval_seeds(3)[2],
+            n_questions=5,
+            **{k: v for k, v in SMALL.items() if k != "n_questions"},
+        ).documents
+    )
+    with pytest.raises(ValueError, match="split"):
+        export_world(tmp_path, split="test")

@@ -135,9 +135,10 @@ def action_span(text: str) -> str | None:
 class Sampler(ABC):
     """Decodes turns for one model; see the module docstring for the protocol."""
 
-    kind: str = "base"
+    kind: str = "base"  # "ar" | "diffusion" | "hf-ar"
     tokenizer: Any
-    max_position: int
+    max_position: int  # positions the model can attend (prompt + turn must fit)
+    prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
 
     def encode_prompt(self, prompt: str, max_new_tokens: int) -> list[int]:
         """Prompt ids, left-truncated so prompt + turn budget fit the model's positions."""
@@ -149,8 +150,6 @@ class Sampler(ABC):
                 f"(model positions: {self.max_position})"
             )
         return ids[-room:]
-
-    prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
 
     @property
     def max_context_tokens(self) -> int:

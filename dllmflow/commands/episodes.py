@@ -50,39 +50,50 @@ async def follow_episode(s, episode_id: str, timeout: float | None = None) -> di
     cursor, final = "0-0", {}
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        events = await asyncio.to_thread(stream.read, episode_id, cursor, 1000)
-        if not events:
-            await asyncio.sleep(0.2)
-        if events:
-            cursor = events[-1][0]
-        for _entry_id, event in events:
-            kind = event["event"]
-            if kind == "turn":
-                mark = "[green]ok[/]" if event["valid"] else f"[red]invalid[/] {event['error']}"
-                console.print(
-                    f"  step {event['step']:>2} {event['role']:<7} {event['backend']:<9}"
-                    f" {event['tool'] or '-':<7} {mark}",
-                    highlight=False,
-                )
-            elif kind == "tool":
-                state = "ok" if event["ok"] else f"error: {event['error']}"
-                console.print(f"           tool {event['tool']} {state}", highlight=False)
-            elif kind == "model_progress" and "committed_fraction" in event:
-                console.print(
-                    f"[dim]           refinement pass, "
-                    f"{event['committed_fraction']:.0%} committed[/]",
-                    highlight=False,
-                )
-            elif kind in ("finished", "dead_lettered"):
-                final = event
-        if final:
-            return final
-        if deadline is not None and loop.time() > deadline:
-            return {"event": "timeout"}
-        status = await asyncio.to_thread(lambda: EpisodeRepository(s).get(episode_id).status)
-        if status in EpisodeStatus.FINISHED and not events:
-            return {"event": "finished", "status": status}
+    # Turns and tool calls scroll by; the decode in flight is one line updated in place.
+    with console.status("waiting for the worker", spinner="dots") as live:
+        while True:
+            events = await asyncio.to_thread(stream.read, episode_id, cursor, 1000)
+            if not events:
+                await asyncio.sleep(0.2)
+            else:
+                cursor = events[-1][0]
+            for _entry_id, event in events:
+                final = print_event(event, live) or final
+            if final:
+                return final
+            if deadline is not None and loop.time() > deadline:
+                return {"event": "timeout"}
+            status = await asyncio.to_thread(lambda: EpisodeRepository(s).get(episode_id).status)
+            if status in EpisodeStatus.FINISHED and not events:
+                return {"event": "finished", "status": status}
+
+
+def print_event(event: dict[str, Any], live: Any) -> dict[str, Any] | None:
+    """Show one progress event; returns it when it ends the episode."""
+    kind = event["event"]
+    if kind == "turn":
+        mark = "[green]ok[/]" if event["valid"] else f"[red]invalid[/] {event['error']}"
+        console.print(
+            f"  step {event['step']:>2} {event['role']:<7} {event['backend']:<9}"
+            f" {event['tool'] or '-':<7} {mark}",
+            highlight=False,
+        )
+    elif kind == "tool":
+        state = "ok" if event["ok"] else f"error: {event['error']}"
+        console.print(f"           tool {event['tool']} {state}", highlight=False)
+        live.update(f"step {event['step'] + 1}: decoding")
+    elif kind == "model_progress":
+        if "committed_fraction" in event and event.get("refinement_passes") is not None:
+            live.update(
+                f"step {event['step']} {event['role']}: refinement pass "
+                f"{event['refinement_passes']}, {event['committed_fraction']:.0%} committed"
+            )
+        else:
+            live.update(f"step {event['step']} {event['role']}: {event.get('phase', 'decoding')}")
+    elif kind in ("finished", "dead_lettered"):
+        return event
+    return None
 
 
 def episode_summary(s, episode_id: str) -> dict[str, Any]:

@@ -84,6 +84,12 @@ class InMemorySearch:
         }
 
 
+def query_snippet(text: str, query: str) -> str:
+    """The snippet shown for ``text`` in the results of ``query`` (runtime tools use it too, so
+    the models read at inference exactly what they were trained on)."""
+    return snippet(text, _terms(query))
+
+
 def snippet(text: str, query_terms: list[str], width: int = SNIPPET_CHARS) -> str:
     """The sentence holding the first query term (else the opening), cut to ``width`` chars."""
     sentences = re.split(r"(?<=[.!?])\s+", text)

@@ -82,7 +82,7 @@ class CheckpointStore:
         attempt got there first, and its result is the one that counts).
         """
         with transaction(self.settings) as session:
-            inserted = session.execute(
+            row = session.execute(
                 insert(Checkpoint)
                 .values(
                     episode_id=episode_id,
@@ -96,15 +96,17 @@ class CheckpointStore:
                     timings=timings or {},
                 )
                 .on_conflict_do_nothing()
-                .returning(Checkpoint.id)
+                .returning(Checkpoint)
             ).scalar()
+            if row is not None:
+                return StoredCheckpoint.of(row), True
             row = session.scalar(select(Checkpoint).where(Checkpoint.idempotency_key == key))
             if row is None:
                 raise RuntimeError(
                     f"checkpoint for {episode_id} step {step} {kind} conflicts with a different"
                     " live checkpoint at the same step (inputs changed under a running episode)"
                 )
-            return StoredCheckpoint.of(row), inserted is not None
+            return StoredCheckpoint.of(row), False
 
     def for_episode(
         self, episode_id: str, before_step: int | None = None
@@ -126,6 +128,19 @@ class CheckpointStore:
                     Checkpoint.episode_id == episode_id,
                     Checkpoint.step == step,
                     Checkpoint.kind == kind,
+                    Checkpoint.superseded_at.is_(None),
+                )
+            )
+            return StoredCheckpoint.of(row) if row else None
+
+    def turn_at(self, episode_id: str, step: int) -> StoredCheckpoint | None:
+        """The live model-turn checkpoint of a step (not its tool call)."""
+        with transaction(self.settings) as session:
+            row = session.scalar(
+                select(Checkpoint).where(
+                    Checkpoint.episode_id == episode_id,
+                    Checkpoint.step == step,
+                    Checkpoint.kind != "tool",
                     Checkpoint.superseded_at.is_(None),
                 )
             )

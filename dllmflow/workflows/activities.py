@@ -222,14 +222,7 @@ class EpisodeActivities:
 
     @activity.defn(name="tool_call")
     def tool_call(self, req: ToolRequest) -> ToolSummary:
-        turn = next(
-            (
-                cp
-                for cp in self.checkpoints.for_episode(req.episode_id, before_step=req.step + 1)
-                if cp.step == req.step and cp.kind != "tool"
-            ),
-            None,
-        )
+        turn = self.checkpoints.turn_at(req.episode_id, req.step)
         if turn is None or not turn.payload.get("action"):
             raise ApplicationError(
                 f"episode {req.episode_id} step {req.step} has no valid action to execute",

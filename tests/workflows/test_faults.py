@@ -112,3 +112,43 @@ def test_episodes_survive_component_restarts(stack, world_questions) -> None:
         answer = EpisodeRepository(stack).get(result.episode_id).answer
         assert answer_matches(answer, record), (answer, record["answer"])
     assert report["completed"] >= 1, report
+
+
+def test_episodes_survive_a_model_replica_restart(stack, world_questions) -> None:
+    """Kill the AR replica while AR episodes decode: the turn in flight fails retryably, Ray
+    restarts the replica, and every episode ends with the answer of a fault-free run."""
+    import ray
+
+    from dllmflow.workers.serving.connect import connect
+    from dllmflow.workers.serving.replicas import replica_name
+    from dllmflow.workers.serving.settings import NAMESPACE
+
+    records = world_questions[:2]
+
+    async def run_all() -> list:
+        svc = await EpisodeService.connect(stack)
+        ids = [
+            (await svc.submit(r["question"], policy="ar", question_record=r)).id for r in records
+        ]
+        return [await svc.wait(e, timeout=600) for e in ids]
+
+    reference = asyncio.run(run_all())
+    repo = EpisodeRepository(stack)
+    expected = [repo.get(r.episode_id).answer for r in reference]
+
+    async def run_with_kill() -> list:
+        svc = await EpisodeService.connect(stack)
+        ids = [
+            (await svc.submit(r["question"], policy="ar", question_record=r)).id for r in records
+        ]
+        store = CheckpointStore(stack)
+        await asyncio.to_thread(
+            wait_until, lambda: any(store.for_episode(e) for e in ids), 120, 0.05
+        )
+        connect(stack)
+        ray.kill(ray.get_actor(replica_name("ar", 0), namespace=NAMESPACE), no_restart=False)
+        return [await svc.wait(e, timeout=600) for e in ids]
+
+    results = asyncio.run(run_with_kill())
+    assert [r.status for r in results] == [r.status for r in reference]
+    assert [repo.get(r.episode_id).answer for r in results] == expected

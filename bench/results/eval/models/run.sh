@@ -20,6 +20,7 @@ python -c "from dllmflow.models.world import generate_eval_world, write_world; \
 write_world(generate_eval_world(0, n_questions=100), '$here/world')"
 dllmflow up
 trap 'dllmflow down; rm -rf "$state"' EXIT
+rm -rf "$here/out"
 dllmflow eval --questions "$here/world/questions.jsonl" --corpus "$here/world/corpus.jsonl" \
   --policies ar,diffusion,routed,oracle --concurrency 4 --name models-heldout-100 \
   --out "$here/out"

@@ -163,6 +163,26 @@ def train(
 
 @app.command()
 @user_errors
+def world(
+    out: str = typer.Option(..., help="Directory for corpus.jsonl and questions.jsonl."),
+    split: str = typer.Option("eval", help="eval | train | demo (which seed range)."),
+    index: int = typer.Option(0, min=0, help="Which world of the split."),
+    seed: int | None = typer.Option(None, help="An explicit seed instead of split/index."),
+    questions: int = typer.Option(50, min=1, help="Questions to generate."),
+) -> None:
+    """Generate a synthetic research world (corpus + multi-hop questions) as JSONL."""
+    if split not in ("eval", "train", "demo"):
+        raise ValueError(f"--split must be eval, train or demo (got {split!r})")
+    from dllmflow.models.world import export_world
+
+    corpus, question_file = export_world(
+        out, split=split, index=index, seed=seed, n_questions=questions
+    )
+    console.print(f"corpus:    {corpus}\nquestions: {question_file}", highlight=False)
+
+
+@app.command()
+@user_errors
 def worker() -> None:
     """Run a Temporal worker for episodes (foreground)."""
     from dllmflow.workers.episode_worker import run_worker

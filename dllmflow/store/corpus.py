@@ -192,8 +192,8 @@ def iter_jsonl(
     Lines are read as bytes so invalid UTF-8 is reported per line instead of aborting the file,
     and a line too long to hold an acceptable document is skipped without being held in memory.
     """
-    # JSON can spend up to 12 bytes on one character (a \\uXXXX surrogate pair); more than
-    # that cannot fit under max_text_chars.
+    # JSON can spend up to 12 bytes on one character (a surrogate pair written as two \\u
+    # escapes); more than that cannot fit under max_text_chars.
     max_line_bytes = 12 * max_text_chars + 4 * (MAX_ID_CHARS + MAX_TITLE_CHARS + MAX_URL_CHARS)
     max_line_bytes += 1024
     position = 0

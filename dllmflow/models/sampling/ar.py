@@ -11,24 +11,21 @@ from ..tokenizer import decode
 from .base import (
     GenerationRequest,
     ProgressEvent,
-    Sampler,
     SequenceState,
     Timer,
-    _note_action,
-    find_turn_end,
+    TokenSampler,
+    TokenState,
     run_cached,
 )
 
 
 @dataclass
-class ARState(SequenceState):
+class ARState(TokenState):
     cache: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     length: int = 0  # positions filled in the cache
-    next_token: int | None = None  # chosen but not yet fed back
-    text: str = ""
 
 
-class ARSampler(Sampler):
+class ARSampler(TokenSampler):
     """For ``ARForCausalLM`` (dllmflow.models.modeling_ar)."""
 
     kind = "ar"
@@ -73,38 +70,11 @@ class ARSampler(Sampler):
                     events.append(self._advance(s, int(logits[row].argmax(-1))))
         return events
 
-    def _advance(self, s: ARState, token: int) -> ProgressEvent:
-        """Take the greedy token; decide whether the turn ended."""
-        before = s.text
-        req = s.request
-        s.next_token = None
-        if token == self.eos_id:
-            self._finish(s, "eos")
-        else:
-            s.generated.append(token)
-            s.text = decode(self.tokenizer, s.generated)
-            end = find_turn_end(s.text, req.action_first, req.stop_at_action_close)
-            if end is not None:
-                s.text = s.text[:end]
-                self._finish(s, "turn_closed" if req.action_first else "action_closed")
-            elif len(s.generated) >= req.max_new_tokens:
-                self._finish(s, "budget_exhausted")
-            else:
-                s.next_token = token
-        action = _note_action(s, s.text)
-        return ProgressEvent(
-            request_id=s.request_id,
-            kind="tokens",
-            text=s.text[len(before) :] if s.text.startswith(before) else s.text,
-            tokens_generated=len(s.generated),
-            committed_fraction=1.0,
-            forward_passes=s.forward_passes,
-            refinement_passes=0,
-            action_text=action,
-            done=s.done,
-            stop_reason=s.stop_reason,
-        )
+    def is_eos(self, token: int) -> bool:
+        return token == self.eos_id
 
-    def _finish(self, s: ARState, reason: str) -> None:
-        s.done, s.stop_reason, s.final_text = True, reason, s.text
+    def decode_ids(self, ids: list[int]) -> str:
+        return decode(self.tokenizer, ids)
+
+    def release(self, s: TokenState) -> None:
         s.cache = None  # free the memory

@@ -275,3 +275,59 @@ def _fit(cache: torch.Tensor, s: int) -> torch.Tensor:  # [1, H, S_i, D] -> [1, 
         return cache[:, :, :s]
     pad = cache.new_zeros(cache.shape[0], cache.shape[1], s - cache.shape[2], cache.shape[3])
     return torch.cat([cache, pad], dim=2)
+
+
+@dataclass
+class TokenState(SequenceState):
+    """A sequence decoded one greedy token per step (AR-style samplers)."""
+
+    next_token: int | None = None  # chosen but not yet fed back
+    text: str = ""
+
+
+class TokenSampler(Sampler):
+    """Shared end-of-turn logic for samplers that emit one token per sequence per step."""
+
+    @abstractmethod
+    def is_eos(self, token: int) -> bool: ...
+
+    @abstractmethod
+    def decode_ids(self, ids: list[int]) -> str: ...
+
+    def release(self, s: TokenState) -> None:
+        """Free the sequence's cache once it is done."""
+
+    def _advance(self, s: TokenState, token: int) -> ProgressEvent:
+        """Take the greedy token; decide whether the turn ended."""
+        req, before = s.request, s.text
+        s.next_token = None
+        if self.is_eos(token):
+            self._finish(s, "eos")
+        else:
+            s.generated.append(token)
+            s.text = self.decode_ids(s.generated)
+            end = find_turn_end(s.text, req.action_first, req.stop_at_action_close)
+            if end is not None:
+                s.text = s.text[:end]
+                self._finish(s, "turn_closed" if req.action_first else "action_closed")
+            elif len(s.generated) >= req.max_new_tokens:
+                self._finish(s, "budget_exhausted")
+            else:
+                s.next_token = token
+        action = _note_action(s, s.text)
+        return ProgressEvent(
+            request_id=s.request_id,
+            kind="tokens",
+            text=s.text[len(before) :] if s.text.startswith(before) else s.text,
+            tokens_generated=len(s.generated),
+            committed_fraction=1.0,
+            forward_passes=s.forward_passes,
+            refinement_passes=0,
+            action_text=action,
+            done=s.done,
+            stop_reason=s.stop_reason,
+        )
+
+    def _finish(self, s: TokenState, reason: str) -> None:
+        s.done, s.stop_reason, s.final_text = True, reason, s.text
+        self.release(s)

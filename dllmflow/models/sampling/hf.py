@@ -17,23 +17,20 @@ import torch
 from .base import (
     GenerationRequest,
     ProgressEvent,
-    Sampler,
     SequenceState,
     Timer,
-    _note_action,
-    find_turn_end,
+    TokenSampler,
+    TokenState,
 )
 
 
 @dataclass
-class HFState(SequenceState):
+class HFState(TokenState):
     past: Any = None
-    next_token: int | None = None
-    text: str = ""
     started: bool = False
 
 
-class HFCausalSampler(Sampler):
+class HFCausalSampler(TokenSampler):
     kind = "hf-ar"
 
     def __init__(self, model, tokenizer) -> None:
@@ -75,36 +72,11 @@ class HFCausalSampler(Sampler):
                 events.append(self._advance(s, token))
         return events
 
-    def _advance(self, s: HFState, token: int) -> ProgressEvent:
-        req, before = s.request, s.text
-        s.next_token = None
-        if token in self.eos_ids:
-            self._finish(s, "eos")
-        else:
-            s.generated.append(token)
-            s.text = self.tokenizer.decode(s.generated, skip_special_tokens=True)
-            end = find_turn_end(s.text, req.action_first, req.stop_at_action_close)
-            if end is not None:
-                s.text = s.text[:end]
-                self._finish(s, "turn_closed" if req.action_first else "action_closed")
-            elif len(s.generated) >= req.max_new_tokens:
-                self._finish(s, "budget_exhausted")
-            else:
-                s.next_token = token
-        action = _note_action(s, s.text)
-        return ProgressEvent(
-            request_id=s.request_id,
-            kind="tokens",
-            text=s.text[len(before) :] if s.text.startswith(before) else s.text,
-            tokens_generated=len(s.generated),
-            committed_fraction=1.0,
-            forward_passes=s.forward_passes,
-            refinement_passes=0,
-            action_text=action,
-            done=s.done,
-            stop_reason=s.stop_reason,
-        )
+    def is_eos(self, token: int) -> bool:
+        return token in self.eos_ids
 
-    def _finish(self, s: HFState, reason: str) -> None:
-        s.done, s.stop_reason, s.final_text = True, reason, s.text
+    def decode_ids(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def release(self, s: TokenState) -> None:
         s.past = None

@@ -16,7 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore, content_hash, idempotency_key
 from dllmflow.store.db import transaction
-from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.episodes import EpisodeRepository, validate_question
 from dllmflow.store.models import Checkpoint, Episode, EpisodeStatus
 from dllmflow.store.streams import DeadLetterQueue
 from dllmflow.workflows.types import POLICIES, Budgets, EpisodeInput, EpisodeResult
@@ -53,6 +53,13 @@ class EpisodeService:
         episode_id: str | None = None,
     ) -> Episode:
         budgets = (budgets or Budgets()).validate()
+        validate_question(question)
+        if check_policy(policy) == "oracle" and not (question_record or {}).get("answer"):
+            raise ValueError(
+                'the oracle policy needs the question\'s ground truth (its "answer", and '
+                '"hops" to search for); submit a questions file from a generated world, e.g. '
+                "dllmflow submit questions.jsonl --policy oracle"
+            )
         episode = self.episodes.create(
             question=question,
             policy=check_policy(policy),

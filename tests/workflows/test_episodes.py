@@ -86,6 +86,10 @@ def test_bad_inputs_are_refused_clearly(stack: Settings) -> None:
     assert result.exit_code == 1 and "unknown policy 'telepathy'" in result.output
     result = runner.invoke(app, ["run", "   ", "--policy", "oracle"])
     assert result.exit_code == 1 and "question must be a non-empty string" in result.output
+    result = runner.invoke(app, ["run", "Who founded it?", "--policy", "oracle"])
+    assert result.exit_code == 1 and "oracle policy needs the question's ground truth" in (
+        " ".join(result.output.split())
+    )
     result = runner.invoke(app, ["episodes", "show", "ep-missing"])
     assert result.exit_code == 1 and "no episode with id 'ep-missing'" in result.output
 

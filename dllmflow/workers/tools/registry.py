@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from dllmflow.models import actions
@@ -87,13 +88,23 @@ def validate_call(action: Action | Mapping[str, Any]) -> Action:
         raise ToolCallError(str(exc)) from None
 
 
-def check_result(tool: str, result: Any) -> None:
-    """Assert a result has its declared shape (a failure is a bug in the tool, not the agent)."""
+@cache
+def _result_validator(tool: str) -> Any:
     import jsonschema
 
     schema = TOOLS[tool].result_schema
-    if schema is not None:
-        jsonschema.validate(result, schema)
+    if schema is None:
+        return None
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)  # once, not on every call as jsonschema.validate does
+    return cls(schema)
+
+
+def check_result(tool: str, result: Any) -> None:
+    """Assert a result has its declared shape (a failure is a bug in the tool, not the agent)."""
+    validator = _result_validator(tool)
+    if validator is not None:
+        validator.validate(result)
 
 
 def describe() -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ retries and replays never recompute (or re-execute a tool) once a checkpoint is 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -39,6 +40,7 @@ from dllmflow.workflows.types import (
 )
 
 NOT_CONVERGED = "DenoisingBudgetExceeded"
+QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
 
 
@@ -78,6 +80,21 @@ class EpisodeActivities:
         self.dlq = DeadLetterQueue(settings)
         self._generators = dict(generators or {})
         self._tools = None
+        self._questions: dict[str, dict[str, Any]] = {}
+        self._questions_lock = threading.Lock()
+
+    def question(self, episode_id: str) -> dict[str, Any]:
+        """The episode's question record; it never changes, so it is read once per worker."""
+        with self._questions_lock:  # activities run on a thread pool
+            if episode_id in self._questions:
+                return self._questions[episode_id]
+        episode = self.episodes.get(episode_id)
+        record = {**episode.question_record, "question": episode.question}
+        with self._questions_lock:
+            if len(self._questions) >= QUESTION_CACHE_SIZE:
+                self._questions.pop(next(iter(self._questions)))
+            self._questions[episode_id] = record
+        return record
 
     def generator(self, policy: str) -> TurnGenerator:
         if policy not in self._generators:
@@ -102,17 +119,17 @@ class EpisodeActivities:
         queue_s = max(
             0.0, (info.started_time - info.current_attempt_scheduled_time).total_seconds()
         )
-        episode = self.episodes.get(req.episode_id)
-        question = {**episode.question_record, "question": episode.question}
-        prior = self.checkpoints.for_episode(req.episode_id, before_step=req.step)
-        history = history_steps(prior)
+        question = self.question(req.episode_id)
+        # One read for the history and for this step's own checkpoint, if a retry finds one.
+        stored = self.checkpoints.for_episode(req.episode_id, before_step=req.step + 1)
+        history = history_steps([cp for cp in stored if cp.step < req.step])
         kind = ROLE_KIND[req.role]
         # Attempt-independent inputs: who speaks, about what, after which history.
         inputs = content_hash(
             {"role": req.role, "question": question, "history": [s.to_dict() for s in history]}
         )
         key = idempotency_key(req.episode_id, req.step, kind, inputs)
-        cached = self.checkpoints.get(key)
+        cached = next((cp for cp in stored if cp.idempotency_key == key), None)
         if cached is not None:
             return self._turn_summary(cached, cached=True, queue_s=queue_s, checkpoint_s=0.0)
 

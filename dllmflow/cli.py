@@ -12,7 +12,7 @@ from rich.table import Table
 from dllmflow.commands import bench, demo, dlq, episodes, serve_models
 from dllmflow.commands.common import console, err_console, settings, user_errors
 from dllmflow.commands.corpus import app as corpus_app
-from dllmflow.commands.eval import eval_command
+from dllmflow.commands.eval import eval_command, sweep_command
 from dllmflow.stack.health import Health
 
 app = typer.Typer(
@@ -112,7 +112,11 @@ app.add_typer(episodes.app, name="episodes")
 app.add_typer(dlq.app, name="dlq")
 
 
-app.command("eval")(user_errors(eval_command))
+# `dllmflow eval --questions ...` runs one eval; `dllmflow eval sweep ...` runs variants.
+eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app.callback(invoke_without_command=True)(eval_command)
+eval_app.command("sweep")(sweep_command)
+app.add_typer(eval_app, name="eval")
 app.add_typer(bench.app, name="bench")
 app.add_typer(serve_models.app, name="models")
 

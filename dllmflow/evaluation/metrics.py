@@ -121,6 +121,8 @@ def summarize(records: Sequence[Record], price_per_hour: float | None = None) ->
     return {
         "episodes": len(records),
         "completed": sum(r.get("status") == "completed" for r in records),
+        "dead_lettered": sum(r.get("status") == "dead_lettered" for r in records),
+        "failed": sum(r.get("status") == "failed" for r in records),
         "correct": sum(is_correct(r) for r in records),
         "accuracy": accuracy(records),
         "turns_per_episode": _mean(r.get("turns") for r in records),

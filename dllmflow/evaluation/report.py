@@ -192,20 +192,24 @@ def _ci(ci: Any, kind: str) -> str:
 
 def config_notes(config: dict[str, Any]) -> list[str]:
     notes = [f"budgets: {config.get('budgets')}"]
-    if config.get("tau") is not None:
+    if config.get("task_queue"):
         notes.append(
-            f"tau={config['tau']} is recorded only: the commit threshold is a serving setting "
-            "(DLLMFLOW_TAU, read when replicas start), not a per-episode budget, so the serving "
-            "process must be started with it for this run to use it."
+            f"variant {config.get('variant') or 'base'}: episodes ran on a dedicated worker "
+            f"(task queue {config['task_queue']}) with replicas of its own, serving diffusion "
+            f"checkpoint {config.get('diffusion_checkpoint') or 'diffusion (default)'}, "
+            f"tau={config.get('tau') if config.get('tau') is not None else 'default'}, "
+            f"P-ReAct {_onoff(config.get('action_first'))}."
         )
-    if config.get("ablate"):
+    else:
         notes.append(
-            f"ablation {config['ablate']}: diffusion checkpoint "
-            f"{config.get('diffusion_checkpoint')} (serving must run with "
-            "DLLMFLOW_DIFFUSION_CHECKPOINT set to it)."
+            "serving settings (checkpoints, tau, P-ReAct) as the stack's worker was started "
+            "(DLLMFLOW_* variables)."
         )
-    notes.append("P-ReAct (action-first) on/off is the serving setting DLLMFLOW_ACTION_FIRST.")
     return notes
+
+
+def _onoff(value: Any) -> str:
+    return "default" if value is None else ("on" if value else "off")
 
 
 def build_metrics(records: Sequence[dict[str, Any]], price: float) -> dict[str, Any]:

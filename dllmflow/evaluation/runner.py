@@ -21,17 +21,17 @@ from typing import Any
 from sqlalchemy import select, update
 
 from dllmflow.config import Settings
+from dllmflow.evaluation.variants import (  # noqa: F401 (re-exported: runner.ABLATIONS)
+    ABLATIONS,
+    CHECKPOINT_ROOT,
+    ablation_checkpoint,
+)
 from dllmflow.store.db import transaction
 from dllmflow.store.models import Checkpoint, Episode, EpisodeStatus, EvalRun
 from dllmflow.workflows.types import POLICIES, ROLE_KIND, Budgets
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "episodes.jsonl"
-CHECKPOINT_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
-ABLATIONS = {
-    "context-clean": "diffusion-no-context-clean",
-    "span-mask": "diffusion-no-span-mask",
-}
 TURN_KINDS = tuple(ROLE_KIND.values())
 GOLD_KEYS = ("id", "answer", "aliases")
 
@@ -45,9 +45,14 @@ class EvalConfig:
     limit: int | None = None
     name: str | None = None
     budgets: dict[str, Any] = field(default_factory=lambda: asdict(Budgets()))
-    tau: float | None = None  # a serving setting (DLLMFLOW_TAU), not a per-episode budget
+    # Serving settings of the worker the episodes ran on (a variant's dedicated worker when
+    # any is set; None: the stack's worker as configured).
+    tau: float | None = None
     ablate: str | None = None
     diffusion_checkpoint: str | None = None
+    action_first: bool | None = None
+    variant: str | None = None
+    task_queue: str | None = None
     episode_timeout_s: float | None = None
 
 
@@ -61,19 +66,6 @@ def parse_policies(text: str) -> list[str]:
             f"unknown policy {unknown[0]!r} in --policies; known: {', '.join(POLICIES)}"
         )
     return list(dict.fromkeys(policies))
-
-
-def ablation_checkpoint(ablate: str) -> Path:
-    """The diffusion checkpoint trained without one trick; a clear error when it is not shipped."""
-    if ablate not in ABLATIONS:
-        raise ValueError(f"unknown --ablate {ablate!r}; choose one of {', '.join(ABLATIONS)}")
-    path = CHECKPOINT_ROOT / ABLATIONS[ablate]
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"--ablate {ablate} needs the checkpoint {path}, which is not present; "
-            "train it first (models trained without this trick)"
-        )
-    return path
 
 
 def question_key(record: dict[str, Any], policy: str) -> str:
@@ -185,6 +177,7 @@ def episode_record(settings: Settings, episode_id: str) -> dict[str, Any]:
                     "valid": valid,
                     "repaired": bool(cp.payload.get("repaired")),
                     "tool": (cp.payload.get("action") or {}).get("tool"),
+                    "model": stats.get("model"),
                     "decode_s": float(stats.get("decode_s") or 0.0),
                     "tokens": int(stats.get("tokens") or 0),
                     "forward_passes": int(stats.get("forward_passes") or 0),

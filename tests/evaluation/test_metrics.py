@@ -151,7 +151,9 @@ def test_report_prints_paper_table_next_to_ours() -> None:
     ]
     metrics = build_metrics(records, price=2.5)
     assert metrics["policies"]["ar"]["accuracy"] == 1.0
-    text = render_report(metrics, {"name": "t", "tau": 0.8, "budgets": {}}, "dllmflow eval", "r1")
+    config = {"name": "t", "tau": 0.8, "budgets": {}, "variant": "tau=0.8", "task_queue": "q-tau"}
+    text = render_report(metrics, config, "dllmflow eval", "r1")
     assert "| accuracy | 15.5% | 15.5% | 100.0% | 0.0% |" in text
     assert "| mean latency reduction, DLLM vs AR | ~30% | | 30.0% | |" in text
-    assert "synthetic" in text and "tau=0.8 is recorded only" in text
+    assert "synthetic" in text and "dedicated worker (task queue q-tau)" in text
+    assert "tau=0.8, P-ReAct default" in text

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKENDS: tuple[str, ...] = ("ar", "diffusion")
-NAMESPACE = "dllmflow"  # the Ray namespace every replica lives in
+BASE_NAMESPACE = "dllmflow"
+
+
+def replica_namespace(group: str | None = None) -> str:
+    """The Ray namespace this process's replicas live in.
+
+    Replica actors are looked up by name (get_if_exists), so a worker serving another checkpoint
+    (an eval variant) must not share names with the default replicas: DLLMFLOW_REPLICA_GROUP
+    gives it a namespace of its own. Read once per process; a variant worker is its own process.
+    """
+    group = (os.environ.get("DLLMFLOW_REPLICA_GROUP", "") if group is None else group).strip()
+    return f"{BASE_NAMESPACE}-{group}" if group else BASE_NAMESPACE
+
+
+NAMESPACE = replica_namespace()  # the Ray namespace every replica of this process lives in
 
 
 class ServingSettings(BaseSettings):

@@ -1,0 +1,75 @@
+"""A tiny `dllmflow eval sweep` on the embedded stack: each variant's own worker really serves its
+checkpoint, the table is written, and a rerun resumes without new episodes or workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from dllmflow.commands.eval import sweep_command
+from dllmflow.config import Settings
+from dllmflow.evaluation import runner
+from dllmflow.models.world import generate_world, write_world
+from dllmflow.store.db import transaction
+from dllmflow.store.models import Episode, EvalRun
+
+pytestmark = pytest.mark.integration
+
+# The same world as tests/workflows, so loading it into the default corpus changes nothing there.
+WORLD = {"n_people": 40, "n_orgs": 15, "n_cities": 12, "n_countries": 4, "n_works": 25}
+
+app = typer.Typer()
+app.command("sweep")(sweep_command)
+app.command("noop")(lambda: None)
+
+
+def test_sweep_runs_each_variant_on_its_own_worker(stack: Settings, tmp_path: Path) -> None:
+    corpus, questions = write_world(generate_world(4242, n_questions=4, **WORLD), tmp_path)
+    out = tmp_path / "sweep"
+    args = ["sweep", "--questions", str(questions), "--corpus", str(corpus), "--out", str(out)]
+    args += ["--limit", "2", "--variants", "base,ablate=span-mask+tau=0.95", "--max-turns", "6"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    table = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [(r["variant"], r["episodes"]) for r in table] == [
+        ("base", 2),
+        ("ablate=span-mask+tau=0.95", 2),
+    ]
+    assert (table[1]["checkpoint"], table[1]["tau"]) == ("diffusion-no-span-mask", 0.95)
+    assert (
+        "| ablate=span-mask+tau=0.95 | diffusion | diffusion-no-span-mask | 0.95 |"
+        in (out / "sweep.md").read_text()
+    )
+
+    # The model that decoded each variant's turns is the variant's checkpoint.
+    expected = {
+        "base": "diffusion:diffusion",
+        "ablate-span-mask_tau-0.95": "diffusion:diffusion-no-span-mask",
+    }
+    for slug, model in expected.items():
+        run_id = json.loads((out / slug / "run.json").read_text())["eval_run_id"]
+        records = runner.run_records(stack, run_id)
+        models = {t["model"] for r in records for t in r["turn_stats"]}
+        assert models == {model}, (slug, models)
+        with transaction(stack) as session:
+            config = session.get(EvalRun, run_id).config
+        assert config["task_queue"] == f"{stack.task_queue}-eval-{slug}"
+        assert (out / slug / "report.md").stat().st_size > 0
+
+    # Rerun: every variant is finished, so no worker starts and no episode is submitted.
+    with transaction(stack) as session:
+        before = session.scalar(select(func.count()).select_from(Episode))
+    started = time.perf_counter()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert time.perf_counter() - started < 30
+    assert "worker on task queue" not in again.output
+    with transaction(stack) as session:
+        assert session.scalar(select(func.count()).select_from(Episode)) == before

@@ -93,13 +93,21 @@ def run_eval_dir(
             console=err_console,
         ) as progress:
             task = progress.add_task(f"{label} {run_id}", total=total)
-            correct = [0]
+            correct, finished = [0], [0]
+            # A log file gets no live bar: a plain line every tenth of the run instead.
+            every = 0 if err_console.is_terminal else max(1, total // 10)
 
             def on_done(rec: dict) -> None:
                 correct[0] += bool(rec) and is_correct(rec)
+                finished[0] += 1
                 progress.update(
                     task, advance=1, description=f"{label} {run_id} ({correct[0]} correct)"
                 )
+                if every and (finished[0] % every == 0 or finished[0] == total):
+                    progress.console.print(
+                        f"{label}: {finished[0]}/{total} episodes, {correct[0]} correct",
+                        highlight=False,
+                    )
 
             stats = run_async(
                 runner.run_eval(run_settings, run_id, records, config, out, on_done=on_done)

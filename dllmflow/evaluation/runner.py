@@ -34,6 +34,7 @@ RUN_FILE = "run.json"
 MANIFEST_FILE = "episodes.jsonl"
 TURN_KINDS = tuple(ROLE_KIND.values())
 GOLD_KEYS = ("id", "answer", "aliases")
+COUNTERS = ("turns", "tool_calls", "invalid_actions")
 
 
 @dataclass
@@ -187,6 +188,22 @@ def episode_record(settings: Settings, episode_id: str) -> dict[str, Any]:
                 }
             )
         latency = (ep.finished_at - ep.created_at).total_seconds() if ep.finished_at else None
+        counters = {k: int(ep.metrics.get(k) or 0) for k in COUNTERS}
+        if "turns" not in ep.metrics:
+            # A dead-lettered episode gets no finish_episode metrics; its checkpoints hold the
+            # same counts (they equal the workflow's counters for every finished episode).
+            tools = session.scalars(
+                select(Checkpoint.id).where(
+                    Checkpoint.episode_id == episode_id,
+                    Checkpoint.superseded_at.is_(None),
+                    Checkpoint.kind == "tool",
+                )
+            ).all()
+            counters = {
+                "turns": len(turn_stats),
+                "tool_calls": len(tools),
+                "invalid_actions": sum(not t["valid"] for t in turn_stats),
+            }
         return {
             "id": ep.id,
             "question_id": ep.question_id,
@@ -201,9 +218,8 @@ def episode_record(settings: Settings, episode_id: str) -> dict[str, Any]:
             },
             "latency_s": latency,
             "first_useful_s": first_useful,
-            "turns": int(ep.metrics.get("turns") or 0),
-            "tool_calls": int(ep.metrics.get("tool_calls") or 0),
-            "invalid_actions": int(ep.metrics.get("invalid_actions") or 0),
+            **counters,
+            "counters_from": "workflow" if "turns" in ep.metrics else "checkpoints",
             "waterfall": ep.metrics.get("waterfall") or [],
             "turn_stats": turn_stats,
         }

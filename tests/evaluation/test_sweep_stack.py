@@ -33,35 +33,42 @@ def test_sweep_runs_each_variant_on_its_own_worker(stack: Settings, tmp_path: Pa
     corpus, questions = write_world(generate_world(4242, n_questions=4, **WORLD), tmp_path)
     out = tmp_path / "sweep"
     args = ["sweep", "--questions", str(questions), "--corpus", str(corpus), "--out", str(out)]
-    args += ["--limit", "2", "--variants", "base,ablate=span-mask+tau=0.95", "--max-turns", "6"]
+    args += ["--limit", "2", "--variants", "base,ablate=context-clean+tau=0.95", "--max-turns", "6"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
     table = json.loads((out / "sweep.json").read_text())["rows"]
     assert [(r["variant"], r["episodes"]) for r in table] == [
         ("base", 2),
-        ("ablate=span-mask+tau=0.95", 2),
+        ("ablate=context-clean+tau=0.95", 2),
     ]
-    assert (table[1]["checkpoint"], table[1]["tau"]) == ("diffusion-no-span-mask", 0.95)
-    assert (
-        "| ablate=span-mask+tau=0.95 | diffusion | diffusion-no-span-mask | 0.95 |"
-        in (out / "sweep.md").read_text()
-    )
+    assert (table[1]["checkpoint"], table[1]["tau"]) == ("diffusion-no-context-clean", 0.95)
+    row = "| ablate=context-clean+tau=0.95 | diffusion | diffusion-no-context-clean | 0.95 |"
+    assert row in (out / "sweep.md").read_text()
 
     # The model that decoded each variant's turns is the variant's checkpoint.
     expected = {
         "base": "diffusion:diffusion",
-        "ablate-span-mask_tau-0.95": "diffusion:diffusion-no-span-mask",
+        "ablate-context-clean_tau-0.95": "diffusion:diffusion-no-context-clean",
     }
+    dead = 0
     for slug, model in expected.items():
         run_id = json.loads((out / slug / "run.json").read_text())["eval_run_id"]
         records = runner.run_records(stack, run_id)
         models = {t["model"] for r in records for t in r["turn_stats"]}
         assert models == {model}, (slug, models)
+        for r in records:  # dead-lettered episodes (this ablation's usual end) still count turns
+            assert r["turns"] == len(r["turn_stats"]) > 0
+            assert r["invalid_actions"] == sum(not t["valid"] for t in r["turn_stats"])
+            if r["status"] == "dead_lettered":
+                dead += 1
+                assert r["counters_from"] == "checkpoints"
         with transaction(stack) as session:
             config = session.get(EvalRun, run_id).config
         assert config["task_queue"] == f"{stack.task_queue}-eval-{slug}"
         assert (out / slug / "report.md").stat().st_size > 0
+
+    assert sum(row["dead_lettered"] for row in table) == dead
 
     # Rerun: every variant is finished, so no worker starts and no episode is submitted.
     with transaction(stack) as session:

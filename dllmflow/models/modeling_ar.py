@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 from transformers.modeling_outputs import CausalLMOutput
 
 from .layers import Block, RMSNorm, cached_attention, init_weights, mark_residual, rotary
+from .sampling.arena import arena_forward, rows_at
 
 
 class ARConfig(PretrainedConfig):
@@ -113,11 +114,15 @@ class ARForCausalLM(PreTrainedModel):
 
     @torch.no_grad()
     def prefill(
-        self, input_ids: torch.Tensor, cache_k: list[torch.Tensor], cache_v: list[torch.Tensor]
+        self,
+        input_ids: torch.Tensor,
+        cache_k: list[torch.Tensor],
+        cache_v: list[torch.Tensor],
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the prompt [B, T] (all rows the same length) and fill the caches' first T slots.
-
-        Returns logits [B, T, V]."""
+        """Run the prompt [B, T] and fill the caches' first T slots. Rows of different lengths
+        may be right-padded (a causal query never sees the padding after it). Returns logits
+        [B, T, V], or [B, K, V] at the positions ``logits_at`` [B, K] when given."""
         from dllmflow import kernels
 
         b, t = input_ids.shape
@@ -132,7 +137,7 @@ class ARForCausalLM(PreTrainedModel):
                 return kernels.block_causal_attention(q, k, v, 1)  # block size 1 = causal
 
             x = block(x, cos, sin, attend)
-        return self._logits(x)
+        return self._logits(rows_at(x, logits_at))
 
     @torch.no_grad()
     def forward_cached(
@@ -154,6 +159,24 @@ class ARForCausalLM(PreTrainedModel):
 
             x = block(x, cos, sin, attend)
         return self._logits(x)
+
+    @torch.no_grad()
+    def forward_arena(
+        self,
+        input_ids: torch.Tensor,  # [R, L]
+        cache_k: list[torch.Tensor],  # whole arena layers [rows, H, capacity, D]
+        cache_v: list[torch.Tensor],
+        starts: torch.Tensor,  # [R]
+        span: int,  # max(starts) + L
+        extra_rows: torch.Tensor | None = None,
+        n_logits: int | None = None,
+    ) -> torch.Tensor:
+        """``forward_cached`` over a batched KV arena (sampling/arena.py): input row r < R - E
+        is arena row r, the last E rows are ``extra_rows``. Logits [n_logits or R, L, V]."""
+
+        return arena_forward(
+            self, input_ids, cache_k, cache_v, starts, span, 1, extra_rows, n_logits
+        )
 
 
 AutoConfig.register(ARConfig.model_type, ARConfig, exist_ok=True)

@@ -25,6 +25,7 @@ from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
 from .layers import Block, RMSNorm, cached_attention, init_weights, mark_residual, rotary
+from .sampling.arena import arena_forward, rows_at
 
 
 class DiffusionConfig(PretrainedConfig):
@@ -154,11 +155,16 @@ class BlockDiffusionLM(PreTrainedModel):
 
     @torch.no_grad()
     def prefill(
-        self, input_ids: torch.Tensor, cache_k: list[torch.Tensor], cache_v: list[torch.Tensor]
+        self,
+        input_ids: torch.Tensor,
+        cache_k: list[torch.Tensor],
+        cache_v: list[torch.Tensor],
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Block-causal pass over [B, T] (T a multiple of block_size), filling the caches' first
         T slots. With the first masked block appended to the context this is also that block's
-        first denoising pass. Returns logits [B, T, V]."""
+        first denoising pass. Rows may be right-padded by whole blocks (no block sees a later
+        one). Returns logits [B, T, V], or [B, K, V] at the positions ``logits_at`` [B, K]."""
         from dllmflow import kernels
 
         b, t = input_ids.shape
@@ -175,7 +181,7 @@ class BlockDiffusionLM(PreTrainedModel):
                 return kernels.block_causal_attention(q, k, v, self.block_size)
 
             x = block(x, cos, sin, attend)
-        return self._logits(x)
+        return self._logits(rows_at(x, logits_at))
 
     @torch.no_grad()
     def forward_cached(
@@ -201,6 +207,24 @@ class BlockDiffusionLM(PreTrainedModel):
 
             x = block(x, cos, sin, attend)
         return self._logits(x)
+
+    @torch.no_grad()
+    def forward_arena(
+        self,
+        input_ids: torch.Tensor,  # [R, L], L a multiple of block_size
+        cache_k: list[torch.Tensor],  # whole arena layers [rows, H, capacity, D]
+        cache_v: list[torch.Tensor],
+        starts: torch.Tensor,  # [R] block-aligned
+        span: int,  # max(starts) + L
+        extra_rows: torch.Tensor | None = None,
+        n_logits: int | None = None,
+    ) -> torch.Tensor:
+        """``forward_cached`` over a batched KV arena (sampling/arena.py): input row r < R - E
+        is arena row r, the last E rows are ``extra_rows`` (a just-committed block whose clean
+        keys go in beside its sequence's next block). Logits [n_logits or R, L, V]."""
+        return arena_forward(
+            self, input_ids, cache_k, cache_v, starts, span, self.block_size, extra_rows, n_logits
+        )
 
 
 AutoConfig.register(DiffusionConfig.model_type, DiffusionConfig, exist_ok=True)

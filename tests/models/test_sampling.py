@@ -141,14 +141,15 @@ class ScriptedDenoiser(torch.nn.Module):
                 out[tuple(idx)][self.script[i]] = self.conf[i]
         return out
 
-    def prefill(self, ids, ks, vs):
+    def prefill(self, ids, ks, vs, logits_at=None):  # one sequence at a time in these tests
         self.passes += 1
         self.turn_start = ids.shape[1] - self.config.block_size
-        return self._logits(torch.arange(ids.shape[1])[None])
+        positions = torch.arange(ids.shape[1])[None] if logits_at is None else logits_at
+        return self._logits(positions)
 
-    def forward_cached(self, ids, ks, vs, starts):
+    def forward_arena(self, ids, ks, vs, starts, span, extra_rows=None, n_logits=None):
         self.passes += 1
-        return self._logits(starts[:, None] + torch.arange(ids.shape[1]))
+        return self._logits(starts[:n_logits, None] + torch.arange(ids.shape[1]))
 
     def eval(self):
         return self
@@ -248,12 +249,13 @@ class ScriptedCausal(torch.nn.Module):
                     out[b, j, self.script[i]] = 10.0
         return out
 
-    def prefill(self, ids, ks, vs):
+    def prefill(self, ids, ks, vs, logits_at=None):  # one sequence at a time in these tests
         self.prompt_len = ids.shape[1]
-        return self._logits(torch.arange(ids.shape[1])[None])
+        positions = torch.arange(ids.shape[1])[None] if logits_at is None else logits_at
+        return self._logits(positions)
 
-    def forward_cached(self, ids, ks, vs, starts):
-        return self._logits(starts[:, None] + torch.arange(ids.shape[1]))
+    def forward_arena(self, ids, ks, vs, starts, span, extra_rows=None, n_logits=None):
+        return self._logits(starts[:n_logits, None] + torch.arange(ids.shape[1]))
 
     def eval(self):
         return self

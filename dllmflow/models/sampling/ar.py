@@ -1,4 +1,9 @@
-"""Greedy autoregressive decoding with a KV cache, one token per sequence per step."""
+"""Greedy autoregressive decoding with a KV cache, one token per sequence per step.
+
+Running sequences share one batched KV arena (arena.py): a step feeds every running sequence's
+last token at once over a view of the arena's leading rows. Joining sequences prefill together,
+right-padded to the longest prompt of their group (causal attention never looks right).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tokenizer import decode
+from .arena import prefill_groups, right_padded
 from .base import (
     GenerationRequest,
     ProgressEvent,
     SequenceState,
+    TextDecoder,
     Timer,
     TokenSampler,
     TokenState,
-    run_cached,
 )
 
 
 @dataclass
 class ARState(TokenState):
-    cache: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     length: int = 0  # positions filled in the cache
 
 
@@ -35,6 +39,8 @@ class ARSampler(TokenSampler):
         self.tokenizer = tokenizer
         self.max_position = int(model.config.max_position)
         self.eos_id = int(tokenizer.eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id or 0)
+        self.text_of = TextDecoder(tokenizer)
 
     def start(self, request: GenerationRequest) -> ARState:
         ids = self.encode_prompt(request.prompt, request.max_new_tokens)
@@ -44,37 +50,62 @@ class ARSampler(TokenSampler):
     def step(self, states: Sequence[SequenceState]) -> list[ProgressEvent]:
         live = [s for s in states if not s.done]
         assert all(isinstance(s, ARState) for s in live)
-        events = []
-        device = self.model.embed.weight.device
-        running = [s for s in live if s.cache is not None and s.next_token is not None]
-        # New sequences prefill one by one (prompts differ in length) ...
-        for s in [s for s in live if s.cache is None]:
-            with Timer([s]):
-                cap = len(s.prompt_ids) + s.request.max_new_tokens
-                s.cache = self.model.new_cache(1, cap)
-                ids = torch.tensor([s.prompt_ids], device=device)
-                logits = self.model.prefill(ids, *s.cache)[:, -1]  # [1, V]
-                s.length = len(s.prompt_ids)
-                s.forward_passes += 1
-                events.append(self._advance(s, int(logits.argmax(-1))))
-        # ... running ones decode their last token together.
+        arena = self.kv_arena()
+        running = arena.arrange([s for s in live if s.row is not None])
+        joining = [s for s in live if s.row is None]
+        picked: list[tuple[ARState, int]] = []
         if running:
             with Timer(running):
-                ids = torch.tensor([[s.next_token] for s in running], device=device)
-                logits = run_cached(
-                    self.model, [s.cache for s in running], ids, [s.length for s in running]
-                )[:, -1]  # [B, V]
-                for row, s in enumerate(running):
-                    s.length += 1
-                    s.forward_passes += 1
-                    events.append(self._advance(s, int(logits[row].argmax(-1))))
-        return events
+                picked += zip(running, self._decode(running), strict=True)
+        for group in prefill_groups([len(s.prompt_ids) for s in joining], self.prefill_waste):
+            members = [joining[i] for i in group]
+            with Timer(members):
+                picked += zip(members, self._prefill(members), strict=True)
+        # Only now may sequences finish: freeing a row moves another one.
+        with Timer([s for s, _ in picked]):
+            return [self._advance(s, token) for s, token in picked]
+
+    def _device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    def _decode(self, running: list[ARState]) -> list[int]:
+        """One token for each running sequence (arena rows 0..n-1); their greedy next ids."""
+        arena = self.kv_arena()
+        ids = torch.tensor([[s.next_token] for s in running], device=self._device())
+        starts = [s.length for s in running]
+        logits = self.model.forward_arena(
+            ids,
+            arena.ks,
+            arena.vs,
+            torch.tensor(starts, device=self._device()),
+            max(starts) + 1,
+        )[:, -1]  # [n, V]
+        for s in running:
+            s.length += 1
+            s.forward_passes += 1
+        return logits.argmax(-1).tolist()  # one device sync for the batch
+
+    def _prefill(self, members: list[ARState]) -> list[int]:
+        """Prompts of one group, right-padded, into fresh arena rows; their first greedy ids."""
+        arena = self.kv_arena()
+        first = arena.rows
+        for s in members:
+            arena.add(s, len(s.prompt_ids) + s.request.max_new_tokens)
+        ks, vs = arena.view(first, arena.rows)
+        ids = torch.tensor(right_padded([s.prompt_ids for s in members], self.pad_id))
+        last = torch.tensor([[len(s.prompt_ids) - 1] for s in members])
+        device = self._device()
+        logits = self.model.prefill(ids.to(device), ks, vs, logits_at=last.to(device))[:, -1]
+        for s in members:
+            s.length = len(s.prompt_ids)
+            s.forward_passes += 1
+        return logits.argmax(-1).tolist()
 
     def is_eos(self, token: int) -> bool:
         return token == self.eos_id
 
     def decode_ids(self, ids: list[int]) -> str:
-        return decode(self.tokenizer, ids)
+        return self.text_of(ids)
 
-    def release(self, s: TokenState) -> None:
-        s.cache = None  # free the memory
+    def release(self, s: SequenceState) -> None:
+        self.kv_arena().free(s)

@@ -13,6 +13,7 @@ with. ``generate`` (start + step until done) and ``generate_batch`` are convenie
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -20,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
 from ..actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
+from ..tokenizer import decode
+from .arena import KVArena
 
 StopReason = Literal["eos", "action_closed", "turn_closed", "budget_exhausted", "not_converged"]
 STOP_REASONS: tuple[str, ...] = (
@@ -102,6 +103,7 @@ class SequenceState:
     action_ready_seconds: float | None = None
     action_text: str | None = None
     final_text: str | None = None
+    row: int | None = None  # this sequence's row in its sampler's KV arena (arena.py)
 
     @property
     def request_id(self) -> str:
@@ -136,6 +138,7 @@ class Sampler(ABC):
     """Decodes turns for one model; see the module docstring for the protocol."""
 
     kind: str = "base"  # "ar" | "diffusion" | "hf-ar"
+    model: Any
     tokenizer: Any
     max_position: int  # positions the model can attend (prompt + turn must fit)
     prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
@@ -162,6 +165,25 @@ class Sampler(ABC):
     @abstractmethod
     def step(self, states: Sequence[SequenceState]) -> list[ProgressEvent]:
         """Advance every unfinished state by one forward pass; one event per advanced state."""
+
+    def release(self, state: SequenceState) -> None:
+        """Free what a sequence holds (its cache) when it leaves before finishing."""
+        return None  # samplers without a cache hold nothing
+
+    def kv_arena(self) -> KVArena:
+        """This thread's batched KV cache (a scheduler thread and a caller's thread each have
+        one, so their steps never move each other's rows)."""
+        arenas = self.__dict__.setdefault("_arenas", threading.local())
+        arena = getattr(arenas, "arena", None)
+        if arena is None:
+            arena = arenas.arena = KVArena(self.model)
+        return arena
+
+    @property
+    def prefill_waste(self) -> float:
+        """Padding allowed in a batched prefill, as a share of its real tokens: on CPU padding
+        costs as much as real tokens; on a GPU one launch for all beats several."""
+        return float("inf") if self.model.embed.weight.is_cuda else 0.25
 
     def result(self, state: SequenceState) -> GenerationResult:
         if not state.done:
@@ -210,6 +232,26 @@ class Sampler(ABC):
         return [results[r.request_id] for r in requests]
 
 
+class TextDecoder:
+    """``models.tokenizer.decode`` (pad/mask/eos dropped, tags kept) called straight on the Rust
+    tokenizer: the transformers wrapper costs ~5x more per call, and samplers decode every
+    sequence on every step."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.drop = frozenset(
+            {tokenizer.pad_token_id, tokenizer.mask_token_id, tokenizer.eos_token_id} - {None}
+        )
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        cleans = getattr(tokenizer, "clean_up_tokenization_spaces", False)
+        self._fast = None if backend is None or cleans else backend.decode
+
+    def __call__(self, ids: Sequence[int]) -> str:
+        if self._fast is None:  # a wrapper that post-processes: keep its exact output
+            return decode(self.tokenizer, ids)
+        return self._fast([i for i in ids if i not in self.drop], skip_special_tokens=False)
+
+
 def _note_action(state: SequenceState, text: str) -> str | None:
     """Record the moment the action span completed; returns it on that step only."""
     if state.action_ready_pass is not None:
@@ -239,44 +281,6 @@ class Timer:
             s.decode_seconds += dt
 
 
-def run_cached(
-    model: Any,
-    caches: Sequence[tuple[list[torch.Tensor], list[torch.Tensor]]],
-    input_ids: torch.Tensor,  # [B, L]
-    starts: Sequence[int],
-) -> torch.Tensor:
-    """One ``forward_cached`` over several sequences that each own a [1, H, S_i, D] cache.
-
-    A single sequence uses its cache in place; several are stacked (padded to the longest
-    needed length), run together, and the newly written slots copied back. Returns [B, L, V].
-    """
-    device = input_ids.device
-    starts_t = torch.tensor(list(starts), dtype=torch.long, device=device)
-    if len(caches) == 1:
-        ks, vs = caches[0]
-        return model.forward_cached(input_ids, ks, vs, starts_t)
-    length = input_ids.shape[1]
-    s_max = max(starts) + length
-    n_layers = len(caches[0][0])
-    batch_k, batch_v = [], []
-    for layer in range(n_layers):
-        batch_k.append(torch.cat([_fit(c[0][layer], s_max) for c in caches]))
-        batch_v.append(torch.cat([_fit(c[1][layer], s_max) for c in caches]))
-    logits = model.forward_cached(input_ids, batch_k, batch_v, starts_t)
-    for row, ((ks, vs), start) in enumerate(zip(caches, starts, strict=True)):
-        for layer in range(n_layers):
-            ks[layer][0, :, start : start + length] = batch_k[layer][row, :, start : start + length]
-            vs[layer][0, :, start : start + length] = batch_v[layer][row, :, start : start + length]
-    return logits
-
-
-def _fit(cache: torch.Tensor, s: int) -> torch.Tensor:  # [1, H, S_i, D] -> [1, H, s, D]
-    if cache.shape[2] >= s:
-        return cache[:, :, :s]
-    pad = cache.new_zeros(cache.shape[0], cache.shape[1], s - cache.shape[2], cache.shape[3])
-    return torch.cat([cache, pad], dim=2)
-
-
 @dataclass
 class TokenState(SequenceState):
     """A sequence decoded one greedy token per step (AR-style samplers)."""
@@ -293,9 +297,6 @@ class TokenSampler(Sampler):
 
     @abstractmethod
     def decode_ids(self, ids: list[int]) -> str: ...
-
-    def release(self, s: TokenState) -> None:
-        """Free the sequence's cache once it is done."""
 
     def _advance(self, s: TokenState, token: int) -> ProgressEvent:
         """Take the greedy token; decide whether the turn ended."""

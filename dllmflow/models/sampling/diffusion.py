@@ -16,30 +16,29 @@ the thinking span is still being refined.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from dllmflow import kernels
 
-from ..tokenizer import decode
+from .arena import prefill_groups, right_padded
 from .base import (
     MASK_GLYPH,
     GenerationRequest,
     ProgressEvent,
     Sampler,
     SequenceState,
+    TextDecoder,
     Timer,
     _note_action,
     find_turn_end,
-    run_cached,
 )
 
 
 @dataclass
 class DiffusionState(SequenceState):
-    cache: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
     pad: int = 0  # pad tokens left of the prompt
     block_start: int = 0  # cache position of the active block
     block_tokens: torch.Tensor | None = None  # [b] ids, mask id where still masked
@@ -63,6 +62,7 @@ class DiffusionSampler(Sampler):
         self.mask_id = int(model.config.mask_token_id)
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
+        self.text_of = TextDecoder(tokenizer)
 
     def start(self, request: GenerationRequest) -> DiffusionState:
         ids = self.encode_prompt(request.prompt, request.max_new_tokens)
@@ -83,53 +83,79 @@ class DiffusionSampler(Sampler):
     def step(self, states: Sequence[SequenceState]) -> list[ProgressEvent]:
         live = [s for s in states if not s.done]
         assert all(isinstance(s, DiffusionState) for s in live)
-        device = self.model.embed.weight.device
-        b = self.block
-        logits_of: dict[int, torch.Tensor] = {}  # id(state) -> [b, V]
-        # New sequences: prefill context + first masked block, one by one (lengths differ).
-        for s in [s for s in live if s.cache is None]:
-            with Timer([s]):
-                cap = s.block_start + s.n_blocks * b
-                s.cache = self.model.new_cache(1, cap)
-                ids = [self.pad_id] * s.pad + s.prompt_ids + s.block_tokens.tolist()
-                logits = self.model.prefill(torch.tensor([ids], device=device), *s.cache)
-                logits_of[id(s)] = logits[0, -b:]
-        # Running sequences, grouped by input length: [active] or [finished | active].
-        for with_pending in (False, True):
-            group = [
-                s
-                for s in live
-                if id(s) not in logits_of and (s.pending is not None) == with_pending
-            ]
-            if not group:
-                continue
-            with Timer(group):
-                rows = [(s.pending or []) + s.block_tokens.tolist() for s in group]
-                starts = [s.block_start - (b if with_pending else 0) for s in group]
-                logits = run_cached(
-                    self.model, [s.cache for s in group], torch.tensor(rows, device=device), starts
-                )
-                for row, s in enumerate(group):
-                    logits_of[id(s)] = logits[row, -b:]
-                    s.pending = None
-        if not logits_of:
-            return []
-        advanced = [s for s in live if id(s) in logits_of]
-        with Timer(advanced):
-            # One fused confidence/commit call for the whole batch.
-            logits = torch.stack([logits_of[id(s)] for s in advanced])  # [B, b, V]
-            tokens = torch.stack([s.block_tokens for s in advanced]).to(device)  # [B, b]
-            masked = torch.stack([s.block_masked for s in advanced]).to(device)  # [B, b]
-            tau = torch.tensor([float(s.request.tau) for s in advanced], device=device)
-            kernels.confidence_commit(logits, tokens, masked, tau)
-            events = []
-            for row, s in enumerate(advanced):
-                s.block_tokens, s.block_masked = tokens[row].cpu(), masked[row].cpu()
-                s.forward_passes += 1
-                s.refinement_passes += 1
-                s.block_steps += 1
-                events.append(self._after_pass(s))
+        arena = self.kv_arena()
+        running = arena.arrange([s for s in live if s.row is not None])
+        joining = [s for s in live if s.row is None]
+        parts: list[tuple[list[DiffusionState], torch.Tensor]] = []  # (states, logits [g, b, V])
+        if running:
+            with Timer(running):
+                parts.append((running, self._denoise(running)))
+        lengths = [s.block_start + self.block for s in joining]
+        for group in prefill_groups(lengths, self.prefill_waste):
+            members = [joining[i] for i in group]
+            with Timer(members):
+                parts.append((members, self._prefill(members)))
+        events = []
+        for members, logits in parts:
+            with Timer(members):
+                self._commit(members, logits)
+        # Only now may sequences finish: freeing a row moves another one.
+        for members, _ in parts:
+            with Timer(members):
+                events += [self._after_pass(s) for s in members]
         return events
+
+    def _device(self) -> torch.device:
+        return self.model.embed.weight.device
+
+    def _denoise(self, running: list[DiffusionState]) -> torch.Tensor:
+        """One denoising pass of every running sequence's active block (arena rows 0..n-1).
+        A block finished last pass rides along as an extra row that writes its clean keys."""
+        b, device = self.block, self._device()
+        pend = [i for i, s in enumerate(running) if s.pending is not None]
+        rows = [s.block_tokens.tolist() for s in running] + [running[i].pending for i in pend]
+        starts = [s.block_start for s in running] + [running[i].block_start - b for i in pend]
+        arena = self.kv_arena()
+        logits = self.model.forward_arena(
+            torch.tensor(rows, device=device),
+            arena.ks,
+            arena.vs,
+            torch.tensor(starts, device=device),
+            max(starts) + b,
+            extra_rows=torch.tensor(pend, device=device) if pend else None,
+            n_logits=len(running),
+        )
+        for s in running:
+            s.pending = None
+        return logits  # [n, b, V]
+
+    def _prefill(self, members: list[DiffusionState]) -> torch.Tensor:
+        """Context + first masked block of each joining sequence, right-padded by whole blocks,
+        into fresh arena rows; logits of each row's masked block [g, b, V]."""
+        b, device = self.block, self._device()
+        arena = self.kv_arena()
+        first = arena.rows
+        for s in members:
+            arena.add(s, s.block_start + s.n_blocks * b)
+        ks, vs = arena.view(first, arena.rows)
+        rows = [[self.pad_id] * s.pad + s.prompt_ids + s.block_tokens.tolist() for s in members]
+        at = torch.tensor([range(len(r) - b, len(r)) for r in rows], device=device)
+        ids = torch.tensor(right_padded(rows, self.pad_id), device=device)
+        return self.model.prefill(ids, ks, vs, logits_at=at)
+
+    def _commit(self, members: list[DiffusionState], logits: torch.Tensor) -> None:
+        """One fused confidence/commit call for these sequences, one copy back to the host."""
+        device = logits.device
+        tokens = torch.stack([s.block_tokens for s in members]).to(device)  # [g, b]
+        masked = torch.stack([s.block_masked for s in members]).to(device)  # [g, b]
+        tau = torch.tensor([float(s.request.tau) for s in members], device=device)
+        kernels.confidence_commit(logits, tokens, masked, tau)
+        tokens, masked = tokens.cpu(), masked.cpu()
+        for row, s in enumerate(members):
+            s.block_tokens, s.block_masked = tokens[row], masked[row]
+            s.forward_passes += 1
+            s.refinement_passes += 1
+            s.block_steps += 1
 
     def _after_pass(self, s: DiffusionState) -> ProgressEvent:
         req, b = s.request, self.block
@@ -140,11 +166,11 @@ class DiffusionSampler(Sampler):
         has_eos = self.eos_id in prefix
         if has_eos:
             prefix = prefix[: prefix.index(self.eos_id)]
-        text = decode(self.tokenizer, prefix)
+        text = self.text_of(prefix)
         end = find_turn_end(text, req.action_first, req.stop_at_action_close)
         if end is not None:
             reason = "turn_closed" if req.action_first else "action_closed"
-            self._finish(s, _cut(self.tokenizer, prefix, end), reason)
+            self._finish(s, _cut(self.text_of, prefix, end), reason)
         elif has_eos:
             self._finish(s, prefix, "eos")
         else:
@@ -161,7 +187,7 @@ class DiffusionSampler(Sampler):
             turn_budget = req.max_denoise_steps
             if not s.done and turn_budget is not None and s.refinement_passes >= turn_budget:
                 self._finish(s, prefix, "not_converged")
-        settled = s.final_text if s.done else decode(self.tokenizer, prefix)
+        settled = s.final_text if s.done else text  # not done: prefix is unchanged
         action = _note_action(s, settled)
         n_masked = 0 if s.done else int(s.block_masked.sum())
         decoded = len(s.generated) + (0 if s.done else b)
@@ -180,29 +206,32 @@ class DiffusionSampler(Sampler):
 
     def _partial(self, s: DiffusionState) -> str:
         """The turn so far with MASK_GLYPH where the active block is still masked."""
-        parts, run = [decode(self.tokenizer, s.generated)], []
+        parts, run = [self.text_of(s.generated)], []
         for tok, m in zip(s.block_tokens.tolist(), s.block_masked.tolist(), strict=True):
             if m:
-                parts.append(decode(self.tokenizer, run) + MASK_GLYPH)
+                parts.append((self.text_of(run) if run else "") + MASK_GLYPH)
                 run = []
             else:
                 run.append(tok)
-        parts.append(decode(self.tokenizer, run))
+        parts.append(self.text_of(run) if run else "")
         return "".join(parts)
 
     def _finish(self, s: DiffusionState, tokens: list[int], reason: str) -> None:
         s.generated = list(tokens)
-        s.final_text = decode(self.tokenizer, s.generated)
+        s.final_text = self.text_of(s.generated)
         s.done, s.stop_reason = True, reason
-        s.cache = None
+        self.release(s)
+
+    def release(self, s: SequenceState) -> None:
+        self.kv_arena().free(s)
 
 
-def _cut(tokenizer, ids: list[int], end: int) -> list[int]:
+def _cut(text_of: Callable[[list[int]], str], ids: list[int], end: int) -> list[int]:
     """The shortest prefix of ``ids`` whose text reaches ``end`` characters."""
     lo, hi = 1, len(ids)
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(decode(tokenizer, ids[:mid])) >= end:
+        if len(text_of(ids[:mid])) >= end:
             hi = mid
         else:
             lo = mid + 1

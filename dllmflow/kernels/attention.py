@@ -21,7 +21,14 @@ from .checks import (
     require_tensor,
     resolve_scale,
 )
-from .dispatch import ceil_div, interpret_mode, lazy_kernel, multiprocessor_count, next_pow2
+from .dispatch import (
+    arrival_counters,
+    ceil_div,
+    interpret_mode,
+    lazy_kernel,
+    multiprocessor_count,
+    next_pow2,
+)
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,7 +103,8 @@ def check_decode_args(q: object, k: object, v: object, kv_lens: object, scale: o
 # Triton: flash-attention style forward. One program owns a tile of queries of one (batch, head)
 # and streams key/value tiles through an online softmax in fp32 (exp2 domain); scores never reach
 # memory. Decode splits the cache over several programs (flash-decoding) when batch x heads alone
-# cannot fill the GPU, and a small second kernel merges the splits by their log-sum-exp.
+# cannot fill the GPU; the last split program to finish for a query tile (an arrival counter)
+# merges the tile's splits by their log-sum-exp, so decode is one launch.
 
 _LOG2E = 1.4426950408889634
 
@@ -189,7 +197,7 @@ def _block_causal_kernel(
 
 @lazy_kernel
 def _decode_kernel(
-    q_ptr, k_ptr, v_ptr, kv_lens_ptr, o_ptr, part_o_ptr, part_lse_ptr,
+    q_ptr, k_ptr, v_ptr, kv_lens_ptr, o_ptr, part_o_ptr, part_lse_ptr, arrived_ptr,
     H, Lb, D, chunk, n_split, qk_scale,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -237,6 +245,16 @@ def _decode_kernel(
         row = (bh * n_split + split) * Lb + offs_m  # part_o [B*H, n_split, Lb, D]
         tl.store(part_o_ptr + row[:, None] * D + offs_d[None, :], out, mask=q_ok)
         tl.store(part_lse_ptr + row, lse, mask=offs_m < Lb)
+        # Stores before the release half of the arrival; the last arrival reads through L2.
+        tl.debug_barrier()
+        tile = bh * tl.num_programs(0) + pid_m
+        arrived = tl.atomic_add(arrived_ptr + tile, 1, sem="acq_rel", scope="gpu")
+        if arrived == n_split - 1:
+            _merge_splits(
+                part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, Lb, D, n_split,
+                sob, soh, sot, BLOCK_M, BLOCK_D,
+            )  # fmt: skip
+            tl.store(arrived_ptr + tile, 0)  # every split has arrived: ready for reuse
     else:
         out = acc / l_i[:, None]
         o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
@@ -245,27 +263,32 @@ def _decode_kernel(
 
 
 @lazy_kernel
-def _decode_merge_kernel(
-    part_o_ptr, part_lse_ptr, o_ptr, H, Lb, D, n_split, sob, soh, sot,
-    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+def _merge_splits(
+    part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, Lb, D, n_split, sob, soh,
+    sot, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)  # over B * H * Lb query rows
-    bh = row // Lb
-    t = row % Lb
-    b = bh // H
-    h = bh % H
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    s_ok = offs_s < n_split
-    part = (bh * n_split + offs_s) * Lb + t  # [BLOCK_S]
-    lse = tl.load(part_lse_ptr + part, mask=s_ok, other=float("-inf"))
-    top = tl.max(lse, axis=0)
-    w = tl.where(lse == float("-inf"), 0.0, tl.exp2(lse - top))
-    ok = s_ok[:, None] & (offs_d[None, :] < D)
-    o = tl.load(part_o_ptr + part[:, None] * D + offs_d[None, :], mask=ok, other=0.0)
-    out = tl.sum(o * w[:, None], axis=0) / tl.sum(w, axis=0)
-    o_at = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh + t * sot + offs_d
-    tl.store(o_at, out.to(o_ptr.dtype.element_ty), mask=offs_d < D)
+    """Combine a query tile's normalized split outputs, weighted by exp2(lse), in one sweep."""
+    top = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for split in range(n_split):
+        row = (bh * n_split + split) * Lb + offs_m
+        lse = tl.load(
+            part_lse_ptr + row, mask=offs_m < Lb, other=float("-inf"), cache_modifier=".cg"
+        )
+        o = tl.load(part_o_ptr + row[:, None] * D + offs_d[None, :], mask=q_ok, other=0.0,
+                    cache_modifier=".cg")  # fmt: skip
+        new_top = tl.maximum(top, lse)
+        ref = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing yet: weights 0, not NaN
+        alpha = tl.exp2(top - ref)
+        w = tl.exp2(lse - ref)
+        total = total * alpha + w
+        acc = acc * alpha[:, None] + o * w[:, None]
+        top = new_top
+    out = acc / total[:, None]
+    o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+    tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=q_ok)  # fmt: skip
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -381,20 +404,15 @@ def block_decode_attention_triton(
     if split:
         part_o = torch.empty((b * h, n_split, lb, d), dtype=torch.float32, device=q.device)
         part_lse = torch.empty((b * h, n_split, lb), dtype=torch.float32, device=q.device)
+        arrived = arrival_counters(q.device, b * h * m_tiles)
     else:
-        part_o = part_lse = out  # unused
+        part_o = part_lse = arrived = out  # unused
     _decode_kernel[(m_tiles, b * h, n_split)](
-        q, k, v, kv_lens, out, part_o, part_lse, h, lb, d, chunk, n_split, scale * _LOG2E,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split,
+        q, k, v, kv_lens, out, part_o, part_lse, arrived, h, lb, d, chunk, n_split,
+        scale * _LOG2E, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
+        out.stride(2), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split,
         INPUT_PRECISION=_precision(q.dtype),
         DOT_FP32=_dot_fp32(q.dtype), num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
-    if split:
-        _decode_merge_kernel[(b * h * lb,)](
-            part_o, part_lse, out, h, lb, d, n_split, out.stride(0), out.stride(1),
-            out.stride(2), BLOCK_S=next_pow2(n_split), BLOCK_D=block_d,
-            num_warps=4 if block_d >= 128 else 1,
-        )  # fmt: skip
     return out

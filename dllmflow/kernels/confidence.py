@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .checks import FLOAT_DTYPES, require_dtype, require_same_device, require_shape, require_tensor
-from .dispatch import ceil_div, lazy_kernel, multiprocessor_count, next_pow2
+from .dispatch import arrival_counters, ceil_div, lazy_kernel, multiprocessor_count, next_pow2
 
 
 def check_confidence_args(
@@ -62,12 +62,21 @@ def confidence_commit_reference(
 
 
 # ---------------------------------------------------------------------------------------------
-# Triton: pass 1 reads each masked row's logits once, split over the vocabulary when rows are
-# few (split-K), leaving per-split partials (max, sum of exp(x - max), argmax). Pass 2 is one
-# tiny program per batch row that merges the partials and applies the gate.
+# Triton: one launch. Each program reads one masked position's logits once (split over the
+# vocabulary when positions are few: split-K) and leaves a partial (max, sum of exp(x - max),
+# argmax). The last program to finish for a batch row - found with an arrival counter - merges
+# that row's partials and applies the gate. A second launch for the merge would cost a few
+# microseconds, which is a fifth of the whole call at 256 positions x 152K.
 
 if TYPE_CHECKING:
     import triton.language as tl
+
+# Launch defaults from `bench/kernels.py --tune commit` on an H100 (the "tuning" section of
+# bench/results/kernels_h100.json): 8 warps, one 16-byte load per thread per iteration and about
+# 6 resident programs per SM came within a few percent of the best configuration from 1x32 to
+# 64x32 positions.
+NUM_WARPS = 8
+PROGRAMS_PER_SM = 6
 
 # Kernel bodies are built lazily (dispatch.LazyKernel); int32 max is written out as 2147483647.
 
@@ -79,6 +88,10 @@ def _partials_kernel(
     part_m_ptr,  # [R, n_split] fp32: max logit of the split
     part_s_ptr,  # [R, n_split] fp32: sum exp(x - max) over the split
     part_i_ptr,  # [R, n_split] int32: lowest index of the max
+    arrived_ptr,  # [B] int32: programs of the row that stored their partial; left at 0
+    tau_ptr,  # [B] fp32
+    tokens_ptr,  # [B, L] int64, argmax written where committed
+    committed_ptr,  # [B, L] bool, every entry written
     L,
     V,
     chunk,  # vocabulary entries per split, a multiple of BLOCK_V
@@ -87,8 +100,16 @@ def _partials_kernel(
     stride_ll,
     stride_mb,
     stride_ml,
+    stride_tb,
+    stride_tl,
+    stride_cb,
+    stride_cl,
     BLOCK_V: tl.constexpr,
     VEC: tl.constexpr,  # entries per 16-byte load: one group, reduced inside its thread
+    NUM_STAGES: tl.constexpr,  # loads kept in flight by software pipelining
+    BLOCK_L: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    ONE_TILE: tl.constexpr,
 ):
     LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0)
@@ -100,40 +121,50 @@ def _partials_kernel(
     end = tl.minimum(start + chunk, V)
     end = tl.where(is_masked, end, start)  # committed positions read no logits
     base = logits_ptr + b.to(tl.int64) * stride_lb + pos.to(tl.int64) * stride_ll
-    offs = tl.arange(0, BLOCK_V // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [G, VEC]
-    # Online softmax per group of VEC adjacent entries: the group max is taken inside one
-    # thread, so the loop costs about one exp and a handful of ALU ops per entry (the kernel
-    # must keep up with HBM). A group remembers only the tile of its first max; the argmax
-    # index is recovered after the loop by re-reading that one group.
+    group_start = tl.arange(0, BLOCK_V // VEC) * VEC  # [G]
+    offs = group_start[:, None] + tl.arange(0, VEC)[None, :]  # [G, VEC]
+    # Online softmax per group of VEC adjacent entries: the group's max and its lowest index
+    # are taken inside one thread, so the loop costs about one exp and a handful of ALU ops per
+    # entry (the kernel must keep up with HBM), and nothing is read twice.
     m_g = tl.full([BLOCK_V // VEC], float("-inf"), tl.float32)
     s_g = tl.zeros([BLOCK_V // VEC], tl.float32)
-    t_g = tl.full([BLOCK_V // VEC], 0, tl.int32)
-    for off in range(start, end, BLOCK_V):
+    i_g = tl.full([BLOCK_V // VEC], 2147483647, tl.int32)
+    for off in tl.range(start, end, BLOCK_V, num_stages=NUM_STAGES):
         idx = off + offs
-        x = tl.load(base + idx, mask=idx < end, other=float("-inf")).to(tl.float32)
-        x_max = tl.max(x, axis=1)
+        # Logits are read once: evict them first so the partials stay in L2 for the merge.
+        x = tl.load(base + idx, mask=idx < end, other=float("-inf"), eviction_policy="evict_first")
+        x = x.to(tl.float32)
+        x_max, x_at = tl.max(x, axis=1, return_indices=True, return_indices_tie_break_left=True)
         m_new = tl.maximum(m_g, x_max)
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
         e = tl.exp2((x - m_ref[:, None]) * LOG2E)  # exactly 1 at the max
         s_g = s_g * tl.exp2((m_g - m_ref) * LOG2E) + tl.sum(e, axis=1)
-        t_g = tl.where(x_max > m_g, off, t_g)  # strict: the earliest tile keeps a tie
+        i_g = tl.where(x_max > m_g, off + group_start + x_at, i_g)  # strict: earlier tiles win ties
         m_g = m_new
     m = tl.max(m_g, axis=0)
     w = tl.where(m_g == float("-inf"), 0.0, tl.exp2((m_g - m) * LOG2E))
     s = tl.sum(s_g * w, axis=0)
-    # Re-read only the groups holding the max (normally one 16-byte load, likely in L2).
-    idx = t_g[:, None] + offs
-    holds_max = (m_g == m)[:, None] & (idx < end)
-    x = tl.load(base + idx, mask=holds_max, other=float("-inf")).to(tl.float32)
-    i = tl.min(tl.min(tl.where(holds_max & (x == m), idx, 2147483647), axis=1), axis=0)
+    i = tl.min(tl.where(m_g == m, i_g, 2147483647), axis=0)
     out = row * n_split + split
     tl.store(part_m_ptr + out, m)
     tl.store(part_s_ptr + out, s)
     tl.store(part_i_ptr + out, i)
+    # Every thread's stores precede the release half of the arrival; the acquire half makes the
+    # other programs' partials visible to the last arrival, which reads them through L2 (.cg).
+    tl.debug_barrier()
+    arrived = tl.atomic_add(arrived_ptr + b, 1, sem="acq_rel", scope="gpu")
+    if arrived == L * n_split - 1:
+        _merge_and_commit(
+            b, part_m_ptr, part_s_ptr, part_i_ptr, tau_ptr, masked_ptr, tokens_ptr,
+            committed_ptr, L, n_split, stride_mb, stride_ml, stride_tb, stride_tl, stride_cb,
+            stride_cl, BLOCK_L, BLOCK_S, ONE_TILE,
+        )  # fmt: skip
+        tl.store(arrived_ptr + b, 0)  # every program of the row has arrived: ready for reuse
 
 
 @lazy_kernel
-def _commit_kernel(
+def _merge_and_commit(
+    b,
     part_m_ptr,
     part_s_ptr,
     part_i_ptr,
@@ -151,49 +182,111 @@ def _commit_kernel(
     stride_cl,
     BLOCK_L: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    ONE_TILE: tl.constexpr,  # L <= BLOCK_L: merge the partials once and keep them in registers
 ):
-    b = tl.program_id(0)
     tau = tl.load(tau_ptr + b)
-    offs_l = tl.arange(0, BLOCK_L)
-    offs_s = tl.arange(0, BLOCK_S)
+    args = (b, part_m_ptr, part_s_ptr, part_i_ptr, masked_ptr, L, n_split, stride_mb, stride_ml)
+    # Pass 1 finds whether any position passes and the most confident masked one (masked
+    # confidences are > 0, unmasked ones -1); pass 2 writes the commits.
     any_pass = tl.full([], 0, tl.int32)
-    best_val = tl.full([], -2.0, tl.float32)  # masked confidences are > 0, unmasked -1
+    best_val = tl.full([], -2.0, tl.float32)
     best_pos = tl.full([], 0, tl.int32)
-    # Sweep 0 finds whether any position passes and the most confident masked one; sweep 1
-    # writes the commits. Both merge the (tiny) partials again rather than keep them around.
-    for sweep in tl.static_range(2):
+    if ONE_TILE:
+        pos, msk, conf, ids = _merged_tile(*args, 0, BLOCK_L, BLOCK_S)
+        any_pass, best_val, best_pos = _gate_stats(
+            pos, msk, conf, tau, any_pass, best_val, best_pos
+        )
+        _write_commits(
+            b, pos, msk, conf, ids, tau, any_pass, best_val, best_pos, L, masked_ptr, tokens_ptr,
+            committed_ptr, stride_mb, stride_ml, stride_tb, stride_tl, stride_cb, stride_cl,
+        )  # fmt: skip
+    else:
         for l0 in range(0, L, BLOCK_L):
-            pos = l0 + offs_l
-            in_row = pos < L
-            mask_at = masked_ptr + b * stride_mb + pos * stride_ml
-            msk = tl.load(mask_at, mask=in_row, other=0) != 0
-            idx = (b * L + pos)[:, None] * n_split + offs_s[None, :]  # [BLOCK_L, BLOCK_S]
-            ok = in_row[:, None] & (offs_s[None, :] < n_split)
-            m = tl.load(part_m_ptr + idx, mask=ok, other=float("-inf"))
-            s = tl.load(part_s_ptr + idx, mask=ok, other=0.0)
-            i = tl.load(part_i_ptr + idx, mask=ok, other=2147483647)
-            mm = tl.max(m, axis=1)
-            w = tl.where(m == float("-inf"), 0.0, tl.exp(m - mm[:, None]))
-            total = tl.sum(s * w, axis=1)
-            conf = tl.where(msk, 1.0 / total, -1.0)  # max softmax probability = exp(0) / total
-            if sweep == 0:
-                passed = (msk & (conf >= tau)).to(tl.int32)
-                any_pass = tl.maximum(any_pass, tl.max(passed, axis=0))
-                cmax = tl.max(conf, axis=0)
-                cpos = tl.min(tl.where(conf == cmax, pos, 2147483647), axis=0)
-                better = cmax > best_val  # strict: the lower position keeps a tie
-                best_pos = tl.where(better, cpos, best_pos)
-                best_val = tl.where(better, cmax, best_val)
-            else:
-                ids = tl.min(tl.where(m == mm[:, None], i, 2147483647), axis=1)
-                # Force the most confident masked position when masked ones exist but none passed.
-                force = (any_pass == 0) & (best_val >= 0.0)
-                forced_pos = tl.where(force, best_pos, -1)
-                commit = msk & ((conf >= tau) | (pos == forced_pos))
-                tok_at = tokens_ptr + b * stride_tb + pos * stride_tl
-                tl.store(tok_at, ids.to(tl.int64), mask=commit)
-                tl.store(mask_at, msk & ~commit, mask=in_row)
-                tl.store(committed_ptr + b * stride_cb + pos * stride_cl, commit, mask=in_row)
+            pos, msk, conf, ids = _merged_tile(*args, l0, BLOCK_L, BLOCK_S)
+            any_pass, best_val, best_pos = _gate_stats(
+                pos, msk, conf, tau, any_pass, best_val, best_pos
+            )
+        for l0 in range(0, L, BLOCK_L):
+            pos, msk, conf, ids = _merged_tile(*args, l0, BLOCK_L, BLOCK_S)
+            _write_commits(
+                b, pos, msk, conf, ids, tau, any_pass, best_val, best_pos, L, masked_ptr,
+                tokens_ptr, committed_ptr, stride_mb, stride_ml, stride_tb, stride_tl, stride_cb,
+                stride_cl,
+            )  # fmt: skip
+
+
+@lazy_kernel
+def _merged_tile(
+    b,
+    part_m_ptr,
+    part_s_ptr,
+    part_i_ptr,
+    masked_ptr,
+    L,
+    n_split,
+    stride_mb,
+    stride_ml,
+    l0,
+    BLOCK_L: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    """Positions l0.. of row b: mask, confidence (-1 where unmasked) and argmax id."""
+    pos = l0 + tl.arange(0, BLOCK_L)
+    offs_s = tl.arange(0, BLOCK_S)
+    in_row = pos < L
+    msk = tl.load(masked_ptr + b * stride_mb + pos * stride_ml, mask=in_row, other=0) != 0
+    idx = (b * L + pos)[:, None] * n_split + offs_s[None, :]  # [BLOCK_L, BLOCK_S]
+    ok = in_row[:, None] & (offs_s[None, :] < n_split)
+    m = tl.load(part_m_ptr + idx, mask=ok, other=float("-inf"), cache_modifier=".cg")
+    s = tl.load(part_s_ptr + idx, mask=ok, other=0.0, cache_modifier=".cg")
+    i = tl.load(part_i_ptr + idx, mask=ok, other=2147483647, cache_modifier=".cg")
+    mm = tl.max(m, axis=1)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - mm[:, None]))
+    total = tl.sum(s * w, axis=1)
+    conf = tl.where(msk, 1.0 / total, -1.0)  # max softmax probability = exp(0) / total
+    ids = tl.min(tl.where(m == mm[:, None], i, 2147483647), axis=1)
+    return pos, msk, conf, ids
+
+
+@lazy_kernel
+def _gate_stats(pos, msk, conf, tau, any_pass, best_val, best_pos):
+    passed = (msk & (conf >= tau)).to(tl.int32)
+    any_pass = tl.maximum(any_pass, tl.max(passed, axis=0))
+    cmax = tl.max(conf, axis=0)
+    cpos = tl.min(tl.where(conf == cmax, pos, 2147483647), axis=0)
+    better = cmax > best_val  # strict: the lower position keeps a tie
+    return any_pass, tl.where(better, cmax, best_val), tl.where(better, cpos, best_pos)
+
+
+@lazy_kernel
+def _write_commits(
+    b,
+    pos,
+    msk,
+    conf,
+    ids,
+    tau,
+    any_pass,
+    best_val,
+    best_pos,
+    L,
+    masked_ptr,
+    tokens_ptr,
+    committed_ptr,
+    stride_mb,
+    stride_ml,
+    stride_tb,
+    stride_tl,
+    stride_cb,
+    stride_cl,
+):
+    # Force the most confident masked position when masked ones exist but none passed.
+    forced_pos = tl.where((any_pass == 0) & (best_val >= 0.0), best_pos, -1)
+    commit = msk & ((conf >= tau) | (pos == forced_pos))
+    in_row = pos < L
+    tl.store(tokens_ptr + b * stride_tb + pos * stride_tl, ids.to(tl.int64), mask=commit)
+    tl.store(masked_ptr + b * stride_mb + pos * stride_ml, msk & ~commit, mask=in_row)
+    tl.store(committed_ptr + b * stride_cb + pos * stride_cl, commit, mask=in_row)
 
 
 def confidence_commit_triton(
@@ -205,8 +298,10 @@ def confidence_commit_triton(
     block_v: int | None = None,
     n_split: int | None = None,
     num_warps: int | None = None,
+    num_stages: int = 1,
+    block_l: int | None = None,
 ) -> torch.Tensor:
-    """The fused kernels; tau is [B] float32. block_v / n_split / num_warps override tuning."""
+    """The fused kernel; tau is [B] float32. The keyword arguments override the tuning."""
     b, n, v = logits.shape
     committed = torch.empty((b, n), dtype=torch.bool, device=logits.device)
     if b * n == 0:
@@ -215,32 +310,29 @@ def confidence_commit_triton(
         logits = logits.contiguous()
     rows = b * n
     if block_v is None:
-        # Two 16-byte loads per thread per iteration at 8 warps; smaller for small vocabularies.
-        block_v = min(4096 if logits.element_size() == 2 else 2048, next_pow2(v))
+        # One 16-byte load per thread per iteration; smaller for small vocabularies.
+        block_v = min(NUM_WARPS * 32 * 16 // logits.element_size(), next_pow2(v))
     vec = min(block_v, 16 // logits.element_size())
-    if num_warps is None:
-        num_warps = 8 if block_v >= 2048 else 4
     tiles = ceil_div(v, block_v)
     if n_split is None:
-        # Enough programs to keep every SM streaming: few rows get split over the vocabulary.
-        target = 8 * multiprocessor_count(logits.device)
-        n_split = min(tiles, max(1, ceil_div(target, rows)))
+        # About PROGRAMS_PER_SM programs per SM, all resident at once: few rows are split over
+        # the vocabulary (split-K), many rows are not split at all.
+        target = PROGRAMS_PER_SM * multiprocessor_count(logits.device)
+        n_split = min(tiles, max(1, round(target / rows)))
     chunk = ceil_div(tiles, max(1, n_split)) * block_v
     n_split = ceil_div(v, chunk)
     part_m = torch.empty((rows, n_split), dtype=torch.float32, device=logits.device)
     part_s = torch.empty_like(part_m)
     part_i = torch.empty((rows, n_split), dtype=torch.int32, device=logits.device)
-    _partials_kernel[(rows, n_split)](
-        logits, masked, part_m, part_s, part_i, n, v, chunk, n_split,
-        logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
-        BLOCK_V=block_v, VEC=vec, num_warps=num_warps,
-    )  # fmt: skip
+    arrived = arrival_counters(logits.device, b)
     block_s = next_pow2(n_split)
-    block_l = max(1, min(next_pow2(n), 4096 // block_s))
-    _commit_kernel[(b,)](
-        part_m, part_s, part_i, tau, masked, tokens, committed, n, n_split,
-        masked.stride(0), masked.stride(1), tokens.stride(0), tokens.stride(1),
-        committed.stride(0), committed.stride(1),
-        BLOCK_L=block_l, BLOCK_S=block_s, num_warps=4,
+    if block_l is None:
+        block_l = max(1, min(next_pow2(n), 4096 // block_s))
+    _partials_kernel[(rows, n_split)](
+        logits, masked, part_m, part_s, part_i, arrived, tau, tokens, committed, n, v, chunk,
+        n_split, logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
+        tokens.stride(0), tokens.stride(1), committed.stride(0), committed.stride(1),
+        BLOCK_V=block_v, VEC=vec, NUM_STAGES=num_stages, BLOCK_L=block_l, BLOCK_S=block_s,
+        ONE_TILE=block_l >= n, num_warps=num_warps or NUM_WARPS,
     )  # fmt: skip
     return committed

@@ -125,3 +125,23 @@ def multiprocessor_count(device: torch.device) -> int:
     if key not in _SM_COUNT:
         _SM_COUNT[key] = torch.cuda.get_device_properties(device).multi_processor_count
     return _SM_COUNT[key]
+
+
+_COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def arrival_counters(device: torch.device, rows: int) -> torch.Tensor:
+    """Zeroed int32 counters that every launch leaves zeroed again, one set per CUDA stream.
+
+    A kernel whose last program of a group does the group's final step (instead of a second
+    launch) counts arrivals here and resets the count when it is done. Launches on one stream run
+    in order, so they can share counters without a memset per call (a memset is a graph node of
+    its own, about a microsecond). Under the CPU interpreter the stream is irrelevant.
+    """
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    counters = _COUNTERS.get(key)
+    if counters is None or counters.numel() < rows:
+        counters = torch.zeros(max(rows, 64), dtype=torch.int32, device=device)
+        _COUNTERS[key] = counters
+    return counters[:rows]

@@ -125,6 +125,15 @@ def test_argmax_ties_take_lowest_id_across_tiles_and_splits(device, dtype):
         assert new_tokens[0].tolist() == [5, 998, 128]
 
 
+@pytest.mark.parametrize("block_l", [1, 2, 4])
+def test_merge_over_several_tiles_of_positions(device, block_l):
+    """Rows longer than one merge tile: the gate's statistics carry across tiles."""
+    logits, tokens, masked = random_case(9, 3, 9, 300, torch.float32, device, p_masked=0.6)
+    masked[2] = False  # a row with nothing to commit
+    for tau in (0.0, 0.5, 1.0):  # 1.0: only the forced position commits, found across tiles
+        run_both(logits, tokens, masked, tau, block_v=64, n_split=3, block_l=block_l)
+
+
 def test_per_row_tau(device):
     logits, tokens, masked = random_case(5, 4, 8, 150, torch.float32, device, p_masked=1.0)
     tau = torch.tensor([0.0, 1.0, 0.3, 0.05], device=device)

@@ -91,23 +91,110 @@ def test_batched_equals_single(kind, tiny_ar, tiny_diffusion, tokenizer):
         assert one.stop_reason == many.stop_reason
 
 
-def test_requests_join_and_leave_between_steps(tiny_diffusion, tokenizer):
-    sampler = DiffusionSampler(tiny_diffusion, tokenizer)
-    reqs = _requests()[:3]
+@pytest.mark.parametrize("kind", ["ar", "diffusion"])
+def test_requests_join_and_leave_between_steps(kind, tiny_ar, tiny_diffusion, tokenizer):
+    sampler = (
+        ARSampler(tiny_ar, tokenizer)
+        if kind == "ar"
+        else DiffusionSampler(tiny_diffusion, tokenizer)
+    )
+    reqs = _requests()  # prompt lengths and budgets differ: rows finish at different steps
     alone = [sampler.generate(r) for r in reqs]
+    arena = sampler.kv_arena()
     a = sampler.start(reqs[0])
     sampler.step([a])
     sampler.step([a])
     b = sampler.start(reqs[1])  # joins mid-way
     events = sampler.step([a, b])
     assert {e.request_id for e in events} == {a.request_id, b.request_id}
-    c = sampler.start(reqs[2])
-    running = [a, b, c]
-    while running:
-        sampler.step(running)
-        running = [s for s in running if not s.done]
-    for state, ref in zip([a, b, c], alone, strict=True):
-        assert sampler.result(state).token_ids == ref.token_ids
+    states, waiting = [a, b], [sampler.start(r) for r in reqs[2:]]
+    everyone = [*states, *waiting]
+    peak = 0
+    while states or waiting:
+        if waiting and len(states) < 4:  # one joins per step while others run
+            states.append(waiting.pop(0))
+        sampler.step(states)
+        states = [s for s in states if not s.done]
+        # Finished sequences gave their rows back; the live ones sit in rows 0..n-1.
+        assert sorted(s.row for s in states) == list(range(len(states))) == list(range(arena.rows))
+        peak = max(peak, arena.rows)
+    assert peak == 4 and arena.allocated[0] == 4  # rows were reused, never grown past 4
+    assert [sampler.result(s).token_ids for s in everyone] == [r.token_ids for r in alone]
+
+
+@pytest.mark.parametrize("kind", ["ar", "diffusion"])
+def test_a_step_over_a_subset_moves_rows_not_tokens(kind, tiny_ar, tiny_diffusion, tokenizer):
+    """Stepping sequences in alternating subsets (rows move each time) changes no output, and
+    a sequence dropped without finishing gives its row back once it is collected."""
+    sampler = (
+        ARSampler(tiny_ar, tokenizer)
+        if kind == "ar"
+        else DiffusionSampler(tiny_diffusion, tokenizer)
+    )
+    reqs = _requests()[:3]
+    alone = [sampler.generate(r) for r in reqs]
+    states = [sampler.start(r) for r in reqs]
+    dropped = sampler.start(_requests()[4])
+    sampler.step([*states, dropped])
+    del dropped
+    turn = 0
+    while not all(s.done for s in states):
+        sampler.step(states[::2] if turn % 2 else states[1:])  # order differs from row order
+        turn += 1
+    assert sampler.kv_arena().rows == 0
+    assert [sampler.result(s).token_ids for s in states] == [a.token_ids for a in alone]
+
+
+def test_arena_free_and_arrange_keep_row_contents(tiny_ar):
+    from dllmflow.models.sampling.arena import KVArena
+    from dllmflow.models.sampling.base import SequenceState
+
+    arena = KVArena(tiny_ar)
+    states = [SequenceState(request=GenerationRequest(prompt=""), prompt_ids=[]) for _ in range(5)]
+    for i, s in enumerate(states):
+        arena.add(s, need=10 + i)
+        for t in arena.ks + arena.vs:
+            t[s.row, :, : 10 + i] = float(i + 1)  # row content = which sequence owns it
+
+    def owner_of(row: int) -> int:
+        return int(arena.ks[0][row, 0, 0, 0]) - 1
+
+    arena.free(states[1])
+    assert states[1].row is None and states[4].row == 1 and owner_of(1) == 4
+    ordered = arena.arrange([states[3], states[0]])
+    assert ordered == [states[0], states[3]] and [states[0].row, states[3].row] == [0, 1]
+    assert all(owner_of(s.row) == i for i, s in enumerate(states) if s.row is not None)
+    assert arena.vs[-1][states[3].row, 0, 12, 0] == 4.0  # every layer, the whole need, moved
+    late = SequenceState(request=GenerationRequest(prompt=""), prompt_ids=[])
+    arena.add(late, 700)
+    assert arena.allocated[1] >= 700 and owner_of(states[2].row) == 2  # grown, content kept
+
+
+def test_padded_prefill_equals_one_at_a_time(tiny_ar, tiny_diffusion):
+    torch.manual_seed(0)
+    for model, lengths in ((tiny_ar, (5, 13, 9)), (tiny_diffusion, (8, 24, 16))):
+        seqs = [torch.randint(3, 200, (n,)).tolist() for n in lengths]
+        ks, vs = model.new_cache(3, 32)
+        width = max(lengths)
+        ids = torch.tensor([q + [0] * (width - len(q)) for q in seqs])
+        last = torch.tensor([[n - 1] for n in lengths])
+        batched = model.prefill(ids, ks, vs, logits_at=last)[:, 0]
+        for row, q in enumerate(seqs):
+            ks1, vs1 = model.new_cache(1, 32)
+            alone = model.prefill(torch.tensor([q]), ks1, vs1)[0, -1]
+            torch.testing.assert_close(batched[row], alone)
+            torch.testing.assert_close(ks[-1][row, :, : len(q)], ks1[-1][0, :, : len(q)])
+
+
+def test_text_decoder_equals_tokenizer_decode(tokenizer):
+    from dllmflow.models.sampling.base import TextDecoder
+    from dllmflow.models.tokenizer import decode
+
+    text_of = TextDecoder(tokenizer)
+    assert text_of._fast is not None  # the fast path is the one under test
+    ids = [*encode(tokenizer, TURN), tokenizer.eos_token_id, tokenizer.mask_token_id, 7]
+    for cut in range(len(ids) + 1):
+        assert text_of(ids[:cut]) == decode(tokenizer, ids[:cut])
 
 
 # -- a scripted denoiser: predicts a fixed turn, with per-position confidence ---------------------

@@ -83,3 +83,43 @@ def test_step_failure_is_retryable_and_scheduler_survives(tiny_backends) -> None
         assert again.result(timeout_s=30).result.tokens_generated > 0
     finally:
         scheduler.stop()
+
+
+def test_cancelled_request_gives_its_cache_rows_back(tiny_backends) -> None:
+    sampler = tiny_backends["ar"].sampler
+
+    class Recording:
+        """Delegates to the sampler; notes releases and the arena's rows after each step."""
+
+        def __init__(self) -> None:
+            self.released: list[str] = []
+            self.rows: list[int] = []
+
+        def __getattr__(self, name):
+            return getattr(sampler, name)
+
+        def step(self, states):
+            events = sampler.step(states)
+            self.rows.append(sampler.kv_arena().rows)  # the scheduler thread's arena
+            return events
+
+        def release(self, state):
+            self.released.append(state.request_id)
+            sampler.release(state)
+
+    recording = Recording()
+    scheduler = BatchScheduler(recording, max_batch=4)  # type: ignore[arg-type]
+    tickets: list = []
+
+    def cancel_on_first_event(item) -> None:
+        tickets[0].cancel()
+
+    try:
+        req = GenerationRequest(prompt="Role: seeker\n", max_new_tokens=64, request_id="gone")
+        tickets.append(scheduler.submit(req, sink=cancel_on_first_event))
+        other = scheduler.submit(GenerationRequest(prompt="Role: planner\n", max_new_tokens=64))
+        assert isinstance(other.result(timeout_s=60), Served)
+    finally:
+        scheduler.stop()
+    assert recording.released == ["gone"]
+    assert recording.rows[-1] == 0  # nothing left holding a row once the other one finished

@@ -11,6 +11,7 @@ Results and progress go to a per-request ``sink`` callable, called from the sche
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -150,11 +151,24 @@ class BatchScheduler:
                     admitted.append(self._waiting.popleft())
             for entry in admitted:
                 self._admit(entry)
-            self._running = [e for e in self._running if not e.cancelled]
+            self._drop_cancelled()
             if self._running:
                 self._step()
         for entry in pending:
             self._fail(entry, "replica is shutting down", retryable=True)
+
+    def _drop_cancelled(self) -> None:
+        for entry in [e for e in self._running if e.cancelled]:
+            self._release(entry)
+        self._running = [e for e in self._running if not e.cancelled]
+
+    def _release(self, entry: _Entry) -> None:
+        """Give the sequence's cache rows back now (in this thread, which owns them)."""
+        state, entry.state = entry.state, None
+        # After a failed step release may fail too; the row is reclaimed once state is collected.
+        if state is not None:
+            with contextlib.suppress(Exception):
+                self.sampler.release(state)
 
     def _admit(self, entry: _Entry) -> None:
         if entry.cancelled:
@@ -225,5 +239,5 @@ class BatchScheduler:
 
     def _fail(self, entry: _Entry, error: str, *, retryable: bool) -> None:
         self.failed += 1
-        entry.state = None
+        self._release(entry)
         entry.sink(Failed(error=error, retryable=retryable))

@@ -1,4 +1,8 @@
-"""Whole-sample checkpoints: one row per activity output, found again by its idempotency key."""
+"""Whole-sample checkpoints: one row per activity output, found again by its idempotency key.
+
+Reads and the checkpoint INSERT are single statements on an autocommit connection (Core, no ORM
+unit of work): each is atomic on its own, and an activity pays one round trip per statement.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from dllmflow.config import Settings
-from dllmflow.store.db import transaction
+from dllmflow.store.db import autocommit, transaction
 from dllmflow.store.models import Checkpoint
+
+CHECKPOINTS = Checkpoint.__table__
+LIVE = CHECKPOINTS.c.superseded_at.is_(None)
 
 
 def content_hash(value: Any) -> str:
@@ -39,7 +46,7 @@ class StoredCheckpoint:
     timings: dict[str, Any]
 
     @classmethod
-    def of(cls, row: Checkpoint) -> StoredCheckpoint:
+    def of(cls, row: Checkpoint | Row[Any]) -> StoredCheckpoint:
         return cls(
             row.id,
             row.episode_id,
@@ -58,10 +65,18 @@ class CheckpointStore:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def get(self, key: str) -> StoredCheckpoint | None:
-        with transaction(self.settings) as session:
-            row = session.scalar(select(Checkpoint).where(Checkpoint.idempotency_key == key))
+    def _one(self, *where: Any) -> StoredCheckpoint | None:
+        with autocommit(self.settings) as conn:
+            row = conn.execute(select(CHECKPOINTS).where(*where)).first()
             return StoredCheckpoint.of(row) if row else None
+
+    def _all(self, *where: Any) -> list[StoredCheckpoint]:
+        query = select(CHECKPOINTS).where(*where).order_by(CHECKPOINTS.c.step, CHECKPOINTS.c.id)
+        with autocommit(self.settings) as conn:
+            return [StoredCheckpoint.of(r) for r in conn.execute(query)]
+
+    def get(self, key: str) -> StoredCheckpoint | None:
+        return self._one(CHECKPOINTS.c.idempotency_key == key)
 
     def save(
         self,
@@ -76,14 +91,14 @@ class CheckpointStore:
         model: str | None = None,
         timings: dict[str, Any] | None = None,
     ) -> tuple[StoredCheckpoint, bool]:
-        """Insert in one transaction; if the key already exists keep the first write.
+        """Insert as one atomic statement; if the key already exists keep the first write.
 
         Returns the stored row and whether this call wrote it (False: a concurrent or earlier
         attempt got there first, and its result is the one that counts).
         """
-        with transaction(self.settings) as session:
-            row = session.execute(
-                insert(Checkpoint)
+        with autocommit(self.settings) as conn:
+            row = conn.execute(
+                insert(CHECKPOINTS)
                 .values(
                     episode_id=episode_id,
                     step=step,
@@ -96,11 +111,14 @@ class CheckpointStore:
                     timings=timings or {},
                 )
                 .on_conflict_do_nothing()
-                .returning(Checkpoint)
-            ).scalar()
+                .returning(*CHECKPOINTS.c)
+            ).first()
             if row is not None:
                 return StoredCheckpoint.of(row), True
-            row = session.scalar(select(Checkpoint).where(Checkpoint.idempotency_key == key))
+            # The INSERT committed nothing; the row that won is committed, so a plain read sees it.
+            row = conn.execute(
+                select(CHECKPOINTS).where(CHECKPOINTS.c.idempotency_key == key)
+            ).first()
             if row is None:
                 raise RuntimeError(
                     f"checkpoint for {episode_id} step {step} {kind} conflicts with a different"
@@ -112,39 +130,31 @@ class CheckpointStore:
         self, episode_id: str, before_step: int | None = None
     ) -> list[StoredCheckpoint]:
         """Live checkpoints in step order (turn before its tool call within a step)."""
-        query = select(Checkpoint).where(
-            Checkpoint.episode_id == episode_id, Checkpoint.superseded_at.is_(None)
-        )
+        where = [CHECKPOINTS.c.episode_id == episode_id, LIVE]
         if before_step is not None:
-            query = query.where(Checkpoint.step < before_step)
-        with transaction(self.settings) as session:
-            rows = session.scalars(query.order_by(Checkpoint.step, Checkpoint.id)).all()
-            return [StoredCheckpoint.of(r) for r in rows]
+            where.append(CHECKPOINTS.c.step < before_step)
+        return self._all(*where)
+
+    def at_step(self, episode_id: str, step: int) -> list[StoredCheckpoint]:
+        """The live checkpoints of one step (its model turn, then its tool call if any)."""
+        return self._all(CHECKPOINTS.c.episode_id == episode_id, CHECKPOINTS.c.step == step, LIVE)
 
     def at(self, episode_id: str, step: int, kind: str) -> StoredCheckpoint | None:
-        with transaction(self.settings) as session:
-            row = session.scalar(
-                select(Checkpoint).where(
-                    Checkpoint.episode_id == episode_id,
-                    Checkpoint.step == step,
-                    Checkpoint.kind == kind,
-                    Checkpoint.superseded_at.is_(None),
-                )
-            )
-            return StoredCheckpoint.of(row) if row else None
+        return self._one(
+            CHECKPOINTS.c.episode_id == episode_id,
+            CHECKPOINTS.c.step == step,
+            CHECKPOINTS.c.kind == kind,
+            LIVE,
+        )
 
     def turn_at(self, episode_id: str, step: int) -> StoredCheckpoint | None:
         """The live model-turn checkpoint of a step (not its tool call)."""
-        with transaction(self.settings) as session:
-            row = session.scalar(
-                select(Checkpoint).where(
-                    Checkpoint.episode_id == episode_id,
-                    Checkpoint.step == step,
-                    Checkpoint.kind != "tool",
-                    Checkpoint.superseded_at.is_(None),
-                )
-            )
-            return StoredCheckpoint.of(row) if row else None
+        return self._one(
+            CHECKPOINTS.c.episode_id == episode_id,
+            CHECKPOINTS.c.step == step,
+            CHECKPOINTS.c.kind != "tool",
+            LIVE,
+        )
 
     def supersede_from(self, episode_id: str, step: int) -> int:
         """Retire live checkpoints at `step` and later (kept, renamed) so they are recomputed."""

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from dllmflow.config import Settings
-from dllmflow.store.db import transaction
+from dllmflow.store.db import autocommit, transaction
 from dllmflow.store.models import Episode, EpisodeStatus
 
 MAX_QUESTION_CHARS = 4000
@@ -89,12 +89,11 @@ class EpisodeRepository:
             return list(session.scalars(query).all())
 
     def update(self, episode_id: str, **values: Any) -> None:
+        """One atomic UPDATE (autocommit: no BEGIN/COMMIT round trips on the activity path)."""
         if values.get("status") in EpisodeStatus.FINISHED:
             values.setdefault("finished_at", func.now())
-        with transaction(self.settings) as session:
-            result = session.execute(
-                update(Episode).where(Episode.id == episode_id).values(**values)
-            )
+        with autocommit(self.settings) as conn:
+            result = conn.execute(update(Episode).where(Episode.id == episode_id).values(**values))
             if result.rowcount == 0:
                 raise EpisodeNotFound(episode_id)
 

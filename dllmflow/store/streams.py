@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -18,6 +19,12 @@ PROGRESS_MAXLEN = 5000
 
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
+
+
+@lru_cache(maxsize=8)
+def _shared_client(url: str) -> redis.Redis:
+    # Thread-safe (one connection pool); a new client per call would pay a TCP connect each time.
+    return redis.Redis.from_url(url, decode_responses=True)
 
 
 @dataclass
@@ -104,8 +111,8 @@ class ProgressStream:
 
 def count_execution(settings: Settings, key: str) -> int:
     """Record that real (non-cached) work ran for `key`; tests assert it never runs twice."""
-    return int(redis_client(settings).hincrby(EXECUTIONS_HASH, key, 1))
+    return int(_shared_client(settings.effective_redis_url).hincrby(EXECUTIONS_HASH, key, 1))
 
 
 def executions(settings: Settings, key: str) -> int:
-    return int(redis_client(settings).hget(EXECUTIONS_HASH, key) or 0)
+    return int(_shared_client(settings.effective_redis_url).hget(EXECUTIONS_HASH, key) or 0)

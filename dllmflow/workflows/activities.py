@@ -239,7 +239,9 @@ class EpisodeActivities:
 
     @activity.defn(name="tool_call")
     def tool_call(self, req: ToolRequest) -> ToolSummary:
-        turn = self.checkpoints.turn_at(req.episode_id, req.step)
+        # One read for the step's turn and, if a retry finds one, its committed tool call.
+        at_step = self.checkpoints.at_step(req.episode_id, req.step)
+        turn = next((cp for cp in at_step if cp.kind != "tool"), None)
         if turn is None or not turn.payload.get("action"):
             raise ApplicationError(
                 f"episode {req.episode_id} step {req.step} has no valid action to execute",
@@ -248,12 +250,14 @@ class EpisodeActivities:
             )
         action_payload = turn.payload["action"]
         key = idempotency_key(req.episode_id, req.step, "tool", content_hash(action_payload))
-        cached = self.checkpoints.get(key)
+        cached = next((cp for cp in at_step if cp.idempotency_key == key), None)
         if cached is not None:
             return self._tool_summary(cached, cached=True, checkpoint_s=0.0)
         from dllmflow.models.actions import Action
 
-        activity.heartbeat("tool_started")
+        # No heartbeat at the start: the server's heartbeat timeout already runs from the
+        # activity's start, so a worker lost mid-call is noticed within it either way, and an
+        # initial heartbeat would cost one more server write per tool call.
         outcome = self.tools().run(Action(action_payload["tool"], action_payload["args"]), key=key)
         execution = count_execution(self.settings, key)
         payload = {

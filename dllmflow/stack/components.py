@@ -328,6 +328,16 @@ class TemporalComponent(Component):
             "journal_mode=wal",
             "--sqlite-pragma",
             "synchronous=normal",
+            # The dev server has one history shard, whose transfer queue by default reads new
+            # tasks at most 20 times a second: every workflow task waited up to 50 ms to be
+            # dispatched, the largest share of an episode's per-activity overhead.
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=1000",
+            # Eager activities: the reply to the workflow task that schedules an activity carries
+            # the activity task itself (no matching round trip). The server's default; pinned
+            # because the per-activity overhead depends on it (tests/workflows check it).
+            "--dynamic-config-value",
+            "system.enableActivityEagerExecution=true",
             "--log-level",
             "warn",
         ]

@@ -10,7 +10,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from dllmflow.config import Settings, get_settings
 from dllmflow.workers.turns import TurnGenerator
@@ -26,6 +27,11 @@ async def temporal_client(settings: Settings) -> Client:
     )
 
 
+def workflow_runner() -> WorkflowRunner:
+    """How EpisodeWorkflow runs in the worker (also used to replay histories in tests)."""
+    return SandboxedWorkflowRunner()
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -37,6 +43,7 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=[EpisodeWorkflow],
+        workflow_runner=workflow_runner(),
         activities=activities.all(),
         activity_executor=pool,
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,

@@ -9,12 +9,18 @@ ratio over one-at-a-time decoding of the same requests (the first N of the seque
                          (a private local Ray; the replica streams progress to the caller)
   --transport inprocess  the BatchScheduler in this process (for machines without Ray)
 
-Checkpoints: the shipped pair when present, else random models of the shipped size (weights
-do not change the cost of a forward; a random diffusion model commits few tokens per pass,
-so its step count is the pessimistic end).
+Checkpoints (--weights, one or both): ``auto`` = the shipped pair when present (short trained
+turns: the prompt prefill is a large share of the work), else random models of the shipped
+size; ``random`` = random models of the shipped size (160-token turns; a random diffusion model
+commits ~1 token per pass, the pessimistic end). Weights do not change the cost of a forward.
 
-  PYTHONPATH=. python bench/serving.py --transport ray --name serving_cpu
-  PYTHONPATH=. python bench/serving.py --transport inprocess --device cuda --out $OUT
+Warm-up (--warmup): ``all`` decodes every request alone and runs every burst once, untimed,
+before timing (on a GPU new shapes compile kernels, which must not land in either timed run);
+``one`` decodes one request. ``auto``: all on CUDA, one on CPU (nothing compiles there).
+
+  PYTHONPATH=. python bench/serving.py --transport ray --weights auto,random --name serving_cpu
+  PYTHONPATH=. python bench/serving.py --transport inprocess --device cuda --weights auto,random \
+      --threads 4 --name serving_gpu --out $OUT
 """
 
 from __future__ import annotations
@@ -81,7 +87,9 @@ def random_checkpoint(root: Path, backend: str) -> Path:
     return out
 
 
-def checkpoint_for(backend: str, given: str | None, root: Path) -> tuple[str, str]:
+def checkpoint_for(backend: str, given: str | None, root: Path, weights: str) -> tuple[str, str]:
+    if weights == "random":
+        return str(random_checkpoint(root, backend)), "random (shipped architecture)"
     if given:
         return given, "given"
     if (CHECKPOINT_DIR / backend / "config.json").is_file():
@@ -188,8 +196,18 @@ class OverRay:
             ray.kill(handle, no_restart=True)
 
 
-def bench_backend(server: Any, reqs: list[GenerationRequest], levels: tuple[int, ...]) -> dict:
-    server.alone(fresh(reqs[0], "warmup"))
+def warm_up(server: Any, reqs: list[GenerationRequest], levels: tuple[int, ...], full: bool):
+    """Untimed: the shapes the timed runs will see (all of them with ``full``)."""
+    for r in reqs[: max(levels)] if full else reqs[:1]:
+        server.alone(fresh(r, "warmup"))
+    for n in levels if full else ():
+        server.burst([fresh(r, f"warmup{n}") for r in reqs[:n]])
+
+
+def bench_backend(
+    server: Any, reqs: list[GenerationRequest], levels: tuple[int, ...], full_warmup: bool
+) -> dict:
+    warm_up(server, reqs, levels, full_warmup)
     sequential = [server.alone(fresh(r, "seq")) for r in reqs[: max(levels)]]
     seq_lat = [t for t, _ in sequential]
     rows = []
@@ -252,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--weights", default="auto", help="auto and/or random, comma-separated")
+    p.add_argument("--warmup", choices=("auto", "one", "all"), default="auto")
     p.add_argument("--ar-checkpoint")
     p.add_argument("--diffusion-checkpoint")
     p.add_argument("--name", default="serving_cpu", help="bench/results/<name>.json")
@@ -260,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     levels = tuple(int(x) for x in args.levels.split(","))
     root = Path(tempfile.mkdtemp(prefix="dllmflow-bench-ckpt-"))
+    full_warmup = args.warmup == "all" or (args.warmup == "auto" and args.device.startswith("cuda"))
     report: dict[str, Any] = {
         "transport": args.transport,
+        "warmup": "all" if full_warmup else "one",
         "device": args.device if args.transport == "inprocess" else "cpu (Ray replica)",
         "torch_threads": args.threads,
         "max_new_tokens": args.max_new_tokens,
@@ -270,18 +292,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     if torch.cuda.is_available() and args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name(0)
-    for backend in args.backends.split(","):
-        ckpt, origin = checkpoint_for(backend, getattr(args, f"{backend}_checkpoint"), root)
-        if args.transport == "ray":
-            server: Any = OverRay(backend, ckpt, args.max_batch, args.threads)
-        else:
-            server = InProcess(ckpt, args.device, args.max_batch)
-        try:
-            reqs = make_requests(max(levels), args.max_new_tokens, server.tokenizer)
-            result = bench_backend(server, reqs, levels)
-        finally:
-            server.close()
-        report["backends"][backend] = {"checkpoint": origin, **result}
+    for weights in args.weights.split(","):
+        for backend in args.backends.split(","):
+            given = getattr(args, f"{backend}_checkpoint")
+            ckpt, origin = checkpoint_for(backend, given, root / weights, weights)
+            if args.transport == "ray":
+                server: Any = OverRay(backend, ckpt, args.max_batch, args.threads)
+            else:
+                server = InProcess(ckpt, args.device, args.max_batch)
+            try:
+                reqs = make_requests(max(levels), args.max_new_tokens, server.tokenizer)
+                result = bench_backend(server, reqs, levels, full_warmup)
+            finally:
+                server.close()
+            key = backend if weights == "auto" else f"{backend} ({weights} weights)"
+            report["backends"][key] = {"checkpoint": origin, **result}
     if args.transport == "ray":
         import ray
 

@@ -40,6 +40,7 @@ from dllmflow.workflows.types import (
 )
 
 NOT_CONVERGED = "DenoisingBudgetExceeded"
+HEARTBEAT_INTERVAL_S = 1.0  # model turns: well inside their 30 s heartbeat timeout
 QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
 
@@ -133,9 +134,18 @@ class EpisodeActivities:
         if cached is not None:
             return self._turn_summary(cached, cached=True, queue_s=queue_s, checkpoint_s=0.0)
 
+        last_beat = time.monotonic()
+
         def on_progress(event: dict[str, Any]) -> None:
+            nonlocal last_beat
             phase = event.get("event", "progress")
-            activity.heartbeat(phase)
+            # The heartbeat timeout runs from the activity's start, so beating at most once per
+            # HEARTBEAT_INTERVAL_S still catches a stuck turn, without a blocking hop to the event
+            # loop and a server write for every token event (or for a turn that takes ms).
+            now = time.monotonic()
+            if now - last_beat >= HEARTBEAT_INTERVAL_S:
+                activity.heartbeat(phase)
+                last_beat = now
             details = {k: v for k, v in event.items() if k != "event"}
             self.progress.publish(
                 req.episode_id,

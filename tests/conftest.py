@@ -12,8 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from dllmflow.config import Settings, get_settings, load_settings
+
+# Triton fixes interpreter vs compiler when it is first imported, and test modules outside
+# tests/kernels may import it first (through transformers or torch), so without a GPU the
+# interpreter is chosen here, before any test module is collected (tests/kernels/conftest.py).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 PORT_SETTINGS = (
     "postgres_port",

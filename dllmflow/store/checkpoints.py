@@ -11,11 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from dllmflow.config import Settings
-from dllmflow.store.db import autocommit, transaction
+from dllmflow.store.db import run_autocommit, transaction
 from dllmflow.store.models import Checkpoint
 
 CHECKPOINTS = Checkpoint.__table__
@@ -66,14 +66,15 @@ class CheckpointStore:
         self.settings = settings
 
     def _one(self, *where: Any) -> StoredCheckpoint | None:
-        with autocommit(self.settings) as conn:
-            row = conn.execute(select(CHECKPOINTS).where(*where)).first()
-            return StoredCheckpoint.of(row) if row else None
+        row = run_autocommit(
+            self.settings, lambda conn: conn.execute(select(CHECKPOINTS).where(*where)).first()
+        )
+        return StoredCheckpoint.of(row) if row else None
 
     def _all(self, *where: Any) -> list[StoredCheckpoint]:
         query = select(CHECKPOINTS).where(*where).order_by(CHECKPOINTS.c.step, CHECKPOINTS.c.id)
-        with autocommit(self.settings) as conn:
-            return [StoredCheckpoint.of(r) for r in conn.execute(query)]
+        rows = run_autocommit(self.settings, lambda conn: conn.execute(query).all())
+        return [StoredCheckpoint.of(r) for r in rows]
 
     def get(self, key: str) -> StoredCheckpoint | None:
         return self._one(CHECKPOINTS.c.idempotency_key == key)
@@ -96,35 +97,39 @@ class CheckpointStore:
         Returns the stored row and whether this call wrote it (False: a concurrent or earlier
         attempt got there first, and its result is the one that counts).
         """
-        with autocommit(self.settings) as conn:
+        values = {
+            "episode_id": episode_id,
+            "step": step,
+            "kind": kind,
+            "role": role,
+            "idempotency_key": key,
+            "payload": payload,
+            "backend": backend,
+            "model": model,
+            "timings": timings or {},
+        }
+
+        def write(conn: Connection) -> tuple[Row[Any] | None, bool]:
             row = conn.execute(
                 insert(CHECKPOINTS)
-                .values(
-                    episode_id=episode_id,
-                    step=step,
-                    kind=kind,
-                    role=role,
-                    idempotency_key=key,
-                    payload=payload,
-                    backend=backend,
-                    model=model,
-                    timings=timings or {},
-                )
+                .values(**values)
                 .on_conflict_do_nothing()
                 .returning(*CHECKPOINTS.c)
             ).first()
             if row is not None:
-                return StoredCheckpoint.of(row), True
-            # The INSERT committed nothing; the row that won is committed, so a plain read sees it.
-            row = conn.execute(
-                select(CHECKPOINTS).where(CHECKPOINTS.c.idempotency_key == key)
-            ).first()
-            if row is None:
-                raise RuntimeError(
-                    f"checkpoint for {episode_id} step {step} {kind} conflicts with a different"
-                    " live checkpoint at the same step (inputs changed under a running episode)"
-                )
-            return StoredCheckpoint.of(row), False
+                return row, True
+            # The INSERT wrote nothing; the row that won is committed, so a plain read sees it.
+            query = select(CHECKPOINTS).where(CHECKPOINTS.c.idempotency_key == key)
+            return conn.execute(query).first(), False
+
+        # Safe to repeat (run_autocommit may): a second INSERT of the same key is a no-op.
+        row, wrote = run_autocommit(self.settings, write)
+        if row is None:
+            raise RuntimeError(
+                f"checkpoint for {episode_id} step {step} {kind} conflicts with a different"
+                " live checkpoint at the same step (inputs changed under a running episode)"
+            )
+        return StoredCheckpoint.of(row), wrote
 
     def for_episode(
         self, episode_id: str, before_step: int | None = None

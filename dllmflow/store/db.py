@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dllmflow.config import Settings
@@ -23,8 +25,9 @@ def get_engine(settings: Settings) -> Engine:
 
 @lru_cache(maxsize=8)
 def _autocommit_engine(url: str) -> Engine:
-    # Same pool as _engine(url); connections are switched to autocommit while checked out.
-    return _engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    # A pool of its own without pre-ping: hot-path statements skip that round trip, and a pooled
+    # connection that went stale (Postgres restarted) is retried once by run_autocommit.
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_size=5, max_overflow=10)
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
@@ -38,12 +41,23 @@ def transaction(settings: Settings) -> Iterator[Session]:
         yield session
 
 
-@contextmanager
-def autocommit(settings: Settings) -> Iterator[Connection]:
-    """A connection on which every statement is its own transaction.
+T = TypeVar("T")
 
-    For hot paths made of single statements (a checkpoint INSERT, a keyed SELECT): Postgres runs
-    each one atomically, and skipping BEGIN/COMMIT saves two round trips per statement.
+
+def run_autocommit(settings: Settings, work: Callable[[Connection], T]) -> T:
+    """Run `work` on a connection where every statement is its own transaction.
+
+    For hot paths made of single statements (a checkpoint INSERT, a keyed SELECT, an UPDATE to
+    given values): Postgres runs each one atomically, and skipping BEGIN/COMMIT (and the pool's
+    pre-ping) saves three round trips per statement. `work` must be safe to run twice: if the
+    pooled connection was stale, it fails on its first statement and runs again on a fresh one.
     """
-    with _autocommit_engine(settings.effective_database_url).connect() as conn:
-        yield conn
+    engine = _autocommit_engine(settings.effective_database_url)
+    try:
+        with engine.connect() as conn:
+            return work(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with engine.connect() as conn:  # the pool dropped every connection older than the failure
+        return work(conn)

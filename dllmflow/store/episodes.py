@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from dllmflow.config import Settings
-from dllmflow.store.db import autocommit, transaction
+from dllmflow.store.db import run_autocommit, transaction
 from dllmflow.store.models import Episode, EpisodeStatus
 
 MAX_QUESTION_CHARS = 4000
@@ -92,10 +92,11 @@ class EpisodeRepository:
         """One atomic UPDATE (autocommit: no BEGIN/COMMIT round trips on the activity path)."""
         if values.get("status") in EpisodeStatus.FINISHED:
             values.setdefault("finished_at", func.now())
-        with autocommit(self.settings) as conn:
-            result = conn.execute(update(Episode).where(Episode.id == episode_id).values(**values))
-            if result.rowcount == 0:
-                raise EpisodeNotFound(episode_id)
+        statement = update(Episode).where(Episode.id == episode_id).values(**values)
+        # Safe to repeat (run_autocommit may): it sets the same values again.
+        rowcount = run_autocommit(self.settings, lambda conn: conn.execute(statement).rowcount)
+        if rowcount == 0:
+            raise EpisodeNotFound(episode_id)
 
     def counts_by_status(self) -> dict[str, int]:
         with transaction(self.settings) as session:

@@ -1,5 +1,6 @@
-"""Per-activity dispatch: activities start eagerly, histories replay deterministically, and an
-activity invoked again for a committed step returns its checkpoint without redoing the work."""
+"""Per-activity dispatch: activities start eagerly, histories replay deterministically, an
+activity invoked again for a committed step returns its checkpoint without redoing the work, and
+the activities' single-statement Postgres path rides out a dropped connection."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import asyncio
 import statistics
 
 import pytest
+from sqlalchemy import Connection, text
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore
+from dllmflow.store.db import _autocommit_engine, get_engine, run_autocommit
 from dllmflow.store.streams import executions
 from dllmflow.workers.episode_worker import workflow_runner
 from dllmflow.workflows.activities import EpisodeActivities
@@ -75,3 +78,17 @@ def test_activity_rerun_for_a_committed_step_returns_the_checkpoint(
     assert tool_again.cached and tool_again.checkpoint_id == tool.id
     after = {key: executions(stack, key) for key in before}
     assert after == before, "a committed step ran again"
+
+
+def test_hot_path_statements_survive_a_stale_pooled_connection(stack: Settings) -> None:
+    """The autocommit pool skips pre-ping; a connection Postgres dropped is retried once."""
+
+    def backend_pid(conn: Connection) -> int:
+        return conn.execute(text("select pg_backend_pid()")).scalar_one()
+
+    _autocommit_engine(stack.effective_database_url).dispose()  # one pooled connection from here
+    pid = run_autocommit(stack, backend_pid)
+    with get_engine(stack).begin() as conn:  # as if Postgres restarted under the pool
+        assert conn.execute(text("select pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    assert CheckpointStore(stack).get("no/such/key") is None
+    assert run_autocommit(stack, backend_pid) != pid

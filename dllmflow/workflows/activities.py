@@ -64,6 +64,16 @@ def history_steps(checkpoints: list[StoredCheckpoint]) -> list[Step]:
     return steps
 
 
+def episode_metrics(req: FinishRequest | DeadLetterRequest) -> dict[str, Any]:
+    """The episode row's counters and per-step waterfall, finished or dead-lettered."""
+    return {
+        "turns": req.turns,
+        "tool_calls": req.tool_calls,
+        "invalid_actions": req.invalid_actions,
+        "waterfall": [asdict(row) for row in req.waterfall],
+    }
+
+
 def writer_check(role: str, tool: str | None) -> str | None:
     if role == "writer" and tool != "answer":
         return "the writer must use the answer tool"
@@ -328,18 +338,12 @@ class EpisodeActivities:
             action = (writer.payload.get("action") or {}) if writer else {}
             args = action.get("args") or {}
             answer, sources = args.get("answer"), list(args.get("sources") or [])
-        metrics = {
-            "turns": req.turns,
-            "tool_calls": req.tool_calls,
-            "invalid_actions": req.invalid_actions,
-            "waterfall": [asdict(row) for row in req.waterfall],
-        }
         self.episodes.update(
             req.episode_id,
             status=req.status,
             answer=answer,
             sources=sources,
-            metrics=metrics,
+            metrics=episode_metrics(req),
             error=req.error,
         )
         self.progress.publish(
@@ -362,7 +366,12 @@ class EpisodeActivities:
                 at=time.time(),
             )
         )
-        self.episodes.update(req.episode_id, status=EpisodeStatus.DEAD_LETTERED, error=req.error)
+        self.episodes.update(
+            req.episode_id,
+            status=EpisodeStatus.DEAD_LETTERED,
+            metrics=episode_metrics(req),
+            error=req.error,
+        )
         self.progress.publish(
             req.episode_id, "dead_lettered", step=req.step, error=req.error, dlq_id=entry
         )

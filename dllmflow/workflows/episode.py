@@ -107,6 +107,10 @@ class EpisodeWorkflow:
                     dead.error,
                     dead.attempts,
                     self._last_checkpoint,
+                    self._step,
+                    self._tool_calls,
+                    self._invalid,
+                    self._waterfall,
                 ),
                 **BOOKKEEPING,
             )

@@ -118,6 +118,11 @@ class DeadLetterRequest:
     error: str
     attempts: int
     last_checkpoint_id: int | None
+    # What the episode did before it was dead-lettered (recorded like a finished episode's).
+    turns: int = 0
+    tool_calls: int = 0
+    invalid_actions: int = 0
+    waterfall: list[WaterfallRow] = field(default_factory=list)
 
 
 @dataclass

@@ -37,6 +37,8 @@ def test_stuck_diffusion_turn_is_dead_lettered_then_retried(stack: Settings, wor
     episode_id = asyncio.run(submit_stuck())
     episode = EpisodeRepository(stack).get(episode_id)
     assert "DenoisingBudgetExceeded" in episode.error
+    # Recorded like a finished episode's counters: the stuck planner turn never completed.
+    assert episode.metrics == {"turns": 0, "tool_calls": 0, "invalid_actions": 0, "waterfall": []}
     letters = DeadLetterQueue(stack).for_episode(episode_id)
     assert len(letters) == 1 and letters[0].step == 0
     assert CheckpointStore(stack).for_episode(episode_id) == []  # nothing half-written

@@ -190,8 +190,8 @@ def episode_record(settings: Settings, episode_id: str) -> dict[str, Any]:
         latency = (ep.finished_at - ep.created_at).total_seconds() if ep.finished_at else None
         counters = {k: int(ep.metrics.get(k) or 0) for k in COUNTERS}
         if "turns" not in ep.metrics:
-            # A dead-lettered episode gets no finish_episode metrics; its checkpoints hold the
-            # same counts (they equal the workflow's counters for every finished episode).
+            # Episodes dead-lettered before the workflow recorded their counters have none; their
+            # checkpoints hold the same counts (equal to the workflow's wherever both exist).
             tools = session.scalars(
                 select(Checkpoint.id).where(
                     Checkpoint.episode_id == episode_id,

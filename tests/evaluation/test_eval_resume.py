@@ -12,8 +12,11 @@ from typer.testing import CliRunner
 
 from dllmflow.commands.eval import eval_command
 from dllmflow.config import Settings
+from dllmflow.evaluation import runner
 from dllmflow.models.world import generate_world, write_world
+from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.db import transaction
+from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.models import Episode, EvalRun
 
 pytestmark = pytest.mark.integration
@@ -76,3 +79,31 @@ def test_eval_rejects_bad_input_clearly(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "unknown policy 'gpt'" in bad.output
     bad = CliRunner().invoke(app, [*base, "--policies", "diffusion", "--ablate", "span"])
     assert bad.exit_code == 1 and "unknown --ablate 'span'" in bad.output
+
+
+def test_counters_of_an_episode_without_recorded_metrics_come_from_its_checkpoints(
+    stack: Settings,
+):
+    """Rows dead-lettered before the workflow recorded counters: counted from checkpoints."""
+    episode = EpisodeRepository(stack).create(
+        question="Which field did the founder of the oldest lab study?", policy="diffusion",
+        budgets={},
+    )  # fmt: skip
+    EpisodeRepository(stack).update(episode.id, status="dead_lettered", error="stuck")
+    store = CheckpointStore(stack)
+    turns = [("plan", "planner", True), ("seek", "seeker", True), ("seek", "seeker", False)]
+    for step, (kind, role, valid) in enumerate(turns):
+        payload = {"text": "t", "valid": valid, "action": {"tool": "search"} if valid else None}
+        store.save(
+            episode_id=episode.id, step=step, kind=kind, key=f"{episode.id}/{step}/{kind}",
+            payload=payload, role=role, backend="diffusion", model="diffusion", timings={},
+        )  # fmt: skip
+    store.save(
+        episode_id=episode.id, step=1, kind="tool", key=f"{episode.id}/1/tool",
+        payload={"ok": True, "result": {}}, role="seeker", backend="tool", model="search",
+        timings={},
+    )  # fmt: skip
+
+    record = runner.episode_record(stack, episode.id)
+    assert record["counters_from"] == "checkpoints"
+    assert (record["turns"], record["tool_calls"], record["invalid_actions"]) == (3, 1, 1)

@@ -57,12 +57,11 @@ def test_sweep_runs_each_variant_on_its_own_worker(stack: Settings, tmp_path: Pa
         records = runner.run_records(stack, run_id)
         models = {t["model"] for r in records for t in r["turn_stats"]}
         assert models == {model}, (slug, models)
-        for r in records:  # dead-lettered episodes (this ablation's usual end) still count turns
+        for r in records:  # dead-lettered episodes (this ablation's usual end) record counters
             assert r["turns"] == len(r["turn_stats"]) > 0
             assert r["invalid_actions"] == sum(not t["valid"] for t in r["turn_stats"])
-            if r["status"] == "dead_lettered":
-                dead += 1
-                assert r["counters_from"] == "checkpoints"
+            assert r["counters_from"] == "workflow"
+            dead += r["status"] == "dead_lettered"
         with transaction(stack) as session:
             config = session.get(EvalRun, run_id).config
         assert config["task_queue"] == f"{stack.task_queue}-eval-{slug}"

@@ -395,8 +395,10 @@ def block_decode_attention_triton(
     m_tiles = ceil_div(lb, block_m)
     tiles = ceil_div(s_len, block_n)
     if n_split is None:
-        # Split the cache until about two programs per SM are busy (flash-decoding).
-        target = 2 * multiprocessor_count(q.device)
+        # Split the cache until about one program per SM is busy (flash-decoding). Fewer,
+        # longer splits won the H100 sweep (`bench/kernels.py --tune decode`): batch 1 with 32
+        # heads runs best at 4 splits (13.8 us for a 1K cache vs 17.8 us at 8), batch 4 unsplit.
+        target = multiprocessor_count(q.device)
         n_split = min(tiles, max(1, target // (b * h * m_tiles)))
     chunk = ceil_div(tiles, max(1, n_split)) * block_n
     n_split = ceil_div(s_len, chunk)

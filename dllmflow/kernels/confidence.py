@@ -111,36 +111,39 @@ def _partials_kernel(
     BLOCK_S: tl.constexpr,
     ONE_TILE: tl.constexpr,
 ):
-    LOG2E: tl.constexpr = 1.4426950408889634
     row = tl.program_id(0)
     split = tl.program_id(1)
     b = row // L
     pos = row % L
-    is_masked = tl.load(masked_ptr + b * stride_mb + pos * stride_ml)
     start = split * chunk
-    end = tl.minimum(start + chunk, V)
-    end = tl.where(is_masked, end, start)  # committed positions read no logits
+    stop = tl.minimum(start + chunk, V)
     base = logits_ptr + b.to(tl.int64) * stride_lb + pos.to(tl.int64) * stride_ll
     group_start = tl.arange(0, BLOCK_V // VEC) * VEC  # [G]
     offs = group_start[:, None] + tl.arange(0, VEC)[None, :]  # [G, VEC]
+    # The first tile's load goes out before the mask flag is back, so the flag's latency does
+    # not delay the stream; a committed position discards it and reads nothing more.
+    idx0 = start + offs
+    first = tl.load(
+        base + idx0, mask=idx0 < stop, other=float("-inf"), eviction_policy="evict_first"
+    )
+    is_masked = tl.load(masked_ptr + b * stride_mb + pos * stride_ml)
+    first = tl.where(is_masked, first.to(tl.float32), float("-inf"))
+    end = tl.where(is_masked, stop, start)
     # Online softmax per group of VEC adjacent entries: the group's max and its lowest index
     # are taken inside one thread, so the loop costs about one exp and a handful of ALU ops per
     # entry (the kernel must keep up with HBM), and nothing is read twice.
     m_g = tl.full([BLOCK_V // VEC], float("-inf"), tl.float32)
     s_g = tl.zeros([BLOCK_V // VEC], tl.float32)
     i_g = tl.full([BLOCK_V // VEC], 2147483647, tl.int32)
-    for off in tl.range(start, end, BLOCK_V, num_stages=NUM_STAGES):
+    m_g, s_g, i_g = _fold_tile(first, start, group_start, m_g, s_g, i_g)
+    for off in tl.range(start + BLOCK_V, end, BLOCK_V, num_stages=NUM_STAGES):
         idx = off + offs
         # Logits are read once: evict them first so the partials stay in L2 for the merge.
-        x = tl.load(base + idx, mask=idx < end, other=float("-inf"), eviction_policy="evict_first")
-        x = x.to(tl.float32)
-        x_max, x_at = tl.max(x, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        m_new = tl.maximum(m_g, x_max)
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
-        e = tl.exp2((x - m_ref[:, None]) * LOG2E)  # exactly 1 at the max
-        s_g = s_g * tl.exp2((m_g - m_ref) * LOG2E) + tl.sum(e, axis=1)
-        i_g = tl.where(x_max > m_g, off + group_start + x_at, i_g)  # strict: earlier tiles win ties
-        m_g = m_new
+        tile = tl.load(
+            base + idx, mask=idx < end, other=float("-inf"), eviction_policy="evict_first"
+        )
+        m_g, s_g, i_g = _fold_tile(tile.to(tl.float32), off, group_start, m_g, s_g, i_g)
+    LOG2E: tl.constexpr = 1.4426950408889634
     m = tl.max(m_g, axis=0)
     w = tl.where(m_g == float("-inf"), 0.0, tl.exp2((m_g - m) * LOG2E))
     s = tl.sum(s_g * w, axis=0)
@@ -160,6 +163,20 @@ def _partials_kernel(
             stride_cl, BLOCK_L, BLOCK_S, ONE_TILE,
         )  # fmt: skip
         tl.store(arrived_ptr + b, 0)  # every program of the row has arrived: ready for reuse
+
+
+@lazy_kernel
+def _fold_tile(x, off, group_start, m_g, s_g, i_g):
+    """Fold one [G, VEC] tile of fp32 logits (tile start `off`) into the per-group running
+    max, sum of exp(x - max) and lowest index of the max."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    x_max, x_at = tl.max(x, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    m_new = tl.maximum(m_g, x_max)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # all -inf so far: weights 0, not NaN
+    e = tl.exp2((x - m_ref[:, None]) * LOG2E)  # exactly 1 at the max
+    s_g = s_g * tl.exp2((m_g - m_ref) * LOG2E) + tl.sum(e, axis=1)
+    i_g = tl.where(x_max > m_g, off + group_start + x_at, i_g)  # strict: earlier tiles win ties
+    return m_new, s_g, i_g
 
 
 @lazy_kernel

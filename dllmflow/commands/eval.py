@@ -15,6 +15,15 @@ import typer
 from dllmflow.commands.common import console, err_console, run_async, settings, user_errors
 from dllmflow.config import Settings
 
+# Options `eval` and `eval sweep` share.
+CORPUS_OPTION = typer.Option(
+    None, exists=True, dir_okay=False, help="Corpus JSONL to load into the default corpus."
+)
+LIMIT_OPTION = typer.Option(None, min=1, help="Only the first N questions.")
+MAX_TURNS_OPTION = typer.Option(None, min=2)
+MAX_TOOL_CALLS_OPTION = typer.Option(None, min=1)
+DEADLINE_OPTION = typer.Option(None, min=1, help="Wall clock per episode.")
+
 
 def _command_line(sub: str | None = None) -> str | None:
     """The invocation as `dllmflow eval [sub] ...`, for the report (None outside the CLI)."""
@@ -160,18 +169,16 @@ def eval_command(
         None, help="Output directory; rerun with the same one to resume."
     ),
     policies: str = typer.Option("ar,diffusion,routed", help="Comma-separated policies."),
-    corpus: Path | None = typer.Option(
-        None, exists=True, dir_okay=False, help="Corpus JSONL to load into the default corpus."
-    ),
+    corpus: Path | None = CORPUS_OPTION,
     concurrency: int = typer.Option(4, min=1, help="Episodes running at once."),
-    limit: int | None = typer.Option(None, min=1, help="Only the first N questions."),
+    limit: int | None = LIMIT_OPTION,
     name: str | None = typer.Option(None, help="Eval run name (default: the --out folder name)."),
-    max_turns: int | None = typer.Option(None, min=2),
-    max_tool_calls: int | None = typer.Option(None, min=1),
+    max_turns: int | None = MAX_TURNS_OPTION,
+    max_tool_calls: int | None = MAX_TOOL_CALLS_OPTION,
     max_denoise_steps: int | None = typer.Option(
         None, "--max-denoise-steps", "--max-steps", min=1, help="Per-turn denoising budget."
     ),
-    deadline_s: float | None = typer.Option(None, min=1, help="Wall clock per episode."),
+    deadline_s: float | None = DEADLINE_OPTION,
     tau: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Diffusion commit threshold (runs on a dedicated worker)."
     ),
@@ -263,15 +270,13 @@ def sweep_command(
         "Default: base,ablate=context-clean,ablate=span-mask,tau=0.7,tau=0.95,max-steps=8,"
         "p-react=on.",
     ),
-    corpus: Path | None = typer.Option(
-        None, exists=True, dir_okay=False, help="Corpus JSONL to load into the default corpus."
-    ),
+    corpus: Path | None = CORPUS_OPTION,
     concurrency: int = typer.Option(4, min=1, help="Episodes running at once (per variant)."),
-    limit: int | None = typer.Option(None, min=1, help="Only the first N questions."),
+    limit: int | None = LIMIT_OPTION,
     name: str | None = typer.Option(None, help="Sweep name (default: the --out folder name)."),
-    max_turns: int | None = typer.Option(None, min=2),
-    max_tool_calls: int | None = typer.Option(None, min=1),
-    deadline_s: float | None = typer.Option(None, min=1, help="Wall clock per episode."),
+    max_turns: int | None = MAX_TURNS_OPTION,
+    max_tool_calls: int | None = MAX_TOOL_CALLS_OPTION,
+    deadline_s: float | None = DEADLINE_OPTION,
 ) -> None:
     """Run the base configuration and each variant (ablations, tau, denoising budget, P-ReAct),
     one after another, each on a dedicated worker; write one table: sweep.md/.json/.csv."""

@@ -72,11 +72,13 @@ if TYPE_CHECKING:
     import triton.language as tl
 
 # Launch defaults from `bench/kernels.py --tune commit` on an H100 (the "tuning" section of
-# bench/results/kernels_h100.json): 8 warps, one 16-byte load per thread per iteration and about
-# 6 resident programs per SM came within a few percent of the best configuration from 1x32 to
-# 64x32 positions.
+# bench/results/kernels_h100.json): 8 warps and one 16-byte load per thread per iteration came
+# within a few percent of the best configuration from 1x32 to 64x32 positions. The kernel needs
+# 31 registers a thread, so 8 such programs (64 warps) fit on an SM at once; filling it rather
+# than launching 6 a SM shortens the tail where the slowest programs finish alone (0.5 us of 31
+# at 256 positions x 152K).
 NUM_WARPS = 8
-PROGRAMS_PER_SM = 6
+PROGRAMS_PER_SM = 8
 
 # Kernel bodies are built lazily (dispatch.LazyKernel); int32 max is written out as 2147483647.
 
@@ -135,14 +137,17 @@ def _partials_kernel(
     m_g = tl.full([BLOCK_V // VEC], float("-inf"), tl.float32)
     s_g = tl.zeros([BLOCK_V // VEC], tl.float32)
     i_g = tl.full([BLOCK_V // VEC], 2147483647, tl.int32)
-    m_g, s_g, i_g = _fold_tile(first, start, group_start, m_g, s_g, i_g)
+    # Register double buffering: the next tile's load is in flight while this one is folded.
+    tile, tile_off = first, start
     for off in tl.range(start + BLOCK_V, end, BLOCK_V, num_stages=NUM_STAGES):
         idx = off + offs
         # Logits are read once: evict them first so the partials stay in L2 for the merge.
-        tile = tl.load(
+        ahead = tl.load(
             base + idx, mask=idx < end, other=float("-inf"), eviction_policy="evict_first"
         )
-        m_g, s_g, i_g = _fold_tile(tile.to(tl.float32), off, group_start, m_g, s_g, i_g)
+        m_g, s_g, i_g = _fold_tile(tile, tile_off, group_start, m_g, s_g, i_g)
+        tile, tile_off = ahead.to(tl.float32), off
+    m_g, s_g, i_g = _fold_tile(tile, tile_off, group_start, m_g, s_g, i_g)
     LOG2E: tl.constexpr = 1.4426950408889634
     m = tl.max(m_g, axis=0)
     w = tl.where(m_g == float("-inf"), 0.0, tl.exp2((m_g - m) * LOG2E))

@@ -96,7 +96,6 @@ def _partials_kernel(
     committed_ptr,  # [B, L] bool, every entry written
     L,
     V,
-    chunk,  # vocabulary entries per split, a multiple of BLOCK_V
     n_split,
     stride_lb,
     stride_ll,
@@ -117,20 +116,20 @@ def _partials_kernel(
     split = tl.program_id(1)
     b = row // L
     pos = row % L
-    start = split * chunk
-    stop = tl.minimum(start + chunk, V)
+    # Split s reads tiles s, s + n_split, ...: a position's programs sweep its logits side by
+    # side, which an H100 serves 1-2% faster than each program taking a contiguous chunk.
+    start = split * BLOCK_V
+    step = n_split * BLOCK_V
     base = logits_ptr + b.to(tl.int64) * stride_lb + pos.to(tl.int64) * stride_ll
     group_start = tl.arange(0, BLOCK_V // VEC) * VEC  # [G]
     offs = group_start[:, None] + tl.arange(0, VEC)[None, :]  # [G, VEC]
     # The first tile's load goes out before the mask flag is back, so the flag's latency does
     # not delay the stream; a committed position discards it and reads nothing more.
     idx0 = start + offs
-    first = tl.load(
-        base + idx0, mask=idx0 < stop, other=float("-inf"), eviction_policy="evict_first"
-    )
+    first = tl.load(base + idx0, mask=idx0 < V, other=float("-inf"), eviction_policy="evict_first")
     is_masked = tl.load(masked_ptr + b * stride_mb + pos * stride_ml)
     first = tl.where(is_masked, first.to(tl.float32), float("-inf"))
-    end = tl.where(is_masked, stop, start)
+    end = tl.where(is_masked, V, start)
     # Online softmax per group of VEC adjacent entries: the group's max and its lowest index
     # are taken inside one thread, so the loop costs about one exp and a handful of ALU ops per
     # entry (the kernel must keep up with HBM), and nothing is read twice.
@@ -139,7 +138,7 @@ def _partials_kernel(
     i_g = tl.full([BLOCK_V // VEC], 2147483647, tl.int32)
     # Register double buffering: the next tile's load is in flight while this one is folded.
     tile, tile_off = first, start
-    for off in tl.range(start + BLOCK_V, end, BLOCK_V, num_stages=NUM_STAGES):
+    for off in tl.range(start + step, end, step, num_stages=NUM_STAGES):
         idx = off + offs
         # Logits are read once: evict them first so the partials stay in L2 for the merge.
         ahead = tl.load(
@@ -341,8 +340,7 @@ def confidence_commit_triton(
         # the vocabulary (split-K), many rows are not split at all.
         target = PROGRAMS_PER_SM * multiprocessor_count(logits.device)
         n_split = min(tiles, max(1, round(target / rows)))
-    chunk = ceil_div(tiles, max(1, n_split)) * block_v
-    n_split = ceil_div(v, chunk)
+    n_split = ceil_div(tiles, ceil_div(tiles, max(1, n_split)))  # equal tile counts, +-1
     part_m = torch.empty((rows, n_split), dtype=torch.float32, device=logits.device)
     part_s = torch.empty_like(part_m)
     part_i = torch.empty((rows, n_split), dtype=torch.int32, device=logits.device)
@@ -351,8 +349,8 @@ def confidence_commit_triton(
     if block_l is None:
         block_l = max(1, min(next_pow2(n), 4096 // block_s))
     _partials_kernel[(rows, n_split)](
-        logits, masked, part_m, part_s, part_i, arrived, tau, tokens, committed, n, v, chunk,
-        n_split, logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
+        logits, masked, part_m, part_s, part_i, arrived, tau, tokens, committed, n, v, n_split,
+        logits.stride(0), logits.stride(1), masked.stride(0), masked.stride(1),
         tokens.stride(0), tokens.stride(1), committed.stride(0), committed.stride(1),
         BLOCK_V=block_v, VEC=vec, NUM_STAGES=num_stages, BLOCK_L=block_l, BLOCK_S=block_s,
         ONE_TILE=block_l >= n, num_warps=num_warps or NUM_WARPS,

@@ -124,10 +124,13 @@ def test_decode_matches_reference(device, seed, b, h, lb, extra, d, dtype, n_spl
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_split", [1, 4])
-def test_decode_short_kv_lens(device, dtype, n_split):
+@pytest.mark.parametrize("block_n", [None, 128])  # 128: the unsplit GPU default
+def test_decode_short_kv_lens(device, dtype, n_split, block_n):
     """kv_lens far below S, equal to the block, or equal to S; splits past kv_len stay empty."""
     q, k, v, kv_lens, ref = decode_case(3, 2, 16, 100, 32, [16, 37, 100], dtype, device, 5)
-    out = block_decode_attention_triton(q, k, v, kv_lens, 32**-0.5, n_split=n_split)
+    out = block_decode_attention_triton(
+        q, k, v, kv_lens, 32**-0.5, n_split=n_split, block_n=block_n
+    )
     assert_close(out, ref, dtype)
 
 

@@ -124,7 +124,7 @@ def test_decode_matches_reference(device, seed, b, h, lb, extra, d, dtype, n_spl
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_split", [1, 4])
-@pytest.mark.parametrize("block_n", [None, 128])  # 128: the unsplit GPU default
+@pytest.mark.parametrize("block_n", [None, 128])  # 128: the GPU default for few unsplit programs
 def test_decode_short_kv_lens(device, dtype, n_split, block_n):
     """kv_lens far below S, equal to the block, or equal to S; splits past kv_len stay empty."""
     q, k, v, kv_lens, ref = decode_case(3, 2, 16, 100, 32, [16, 37, 100], dtype, device, 5)

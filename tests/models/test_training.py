@@ -7,7 +7,10 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from dllmflow.models import training
 from dllmflow.models.loader import load_backend
 from dllmflow.models.training import (
     DEFAULT_TOKENIZER_DIR,
@@ -115,17 +118,47 @@ def test_train_checkpoints_and_resumes(tmp_path, tiny_data, backend):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "loss_curve.png"):
         assert (out / name).is_file(), name
     history = json.loads((out / "loss_history.json").read_text())
-    assert history[0]["step"] == 1 and all(h["loss"] > 0 for h in history)
+    assert [h["step"] for h in history] == [1, 3] and all(h["loss"] > 0 for h in history)
     if backend == "diffusion":
         assert {"denoise", "ar"} <= set(history[0])
     # Loadable through the same loader as the shipped checkpoints.
     model, _tok, sampler = load_backend(out)
     assert sampler.kind == backend and model.config.n_layer == 1
-    # Resume: continues at step 3 up to 5 with the same history.
-    again = train(backend, out, 5, data=tiny_data, **TINY)
+
+    # Resume: the run continues from the saved state instead of starting over.
+    saved = torch.load(str(out / "train_state.pt"), weights_only=False)
+    assert saved["step"] == 3
+    built, updates = [], []
+    real_build = training._build_model
+
+    def build(cfg, tok):
+        built.append(real_build(cfg, tok))
+        return built[-1]
+
+    def before_update(optimizer, args, kwargs):
+        weights = {n: p.detach().cpu().clone() for n, p in built[0].named_parameters()}
+        updates.append(weights)
+
+    hook = register_optimizer_step_pre_hook(before_update)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(training, "_build_model", build)
+            again = train(backend, out, 5, data=tiny_data, **TINY)
+    finally:
+        hook.remove()
     assert again["steps"] == 5
+    assert len(updates) == 2  # steps 4 and 5 only
+    # The first update starts from the checkpoint's weights, not from a fresh init.
+    assert updates[0].keys() <= saved["model"].keys()
+    for name, weight in updates[0].items():
+        assert torch.equal(weight, saved["model"][name]), name
+    # The optimizer state carried over: Adam's per-parameter step counter reads 3 + 2.
+    final = torch.load(str(out / "train_state.pt"), weights_only=False)
+    counters = {int(s["step"]) for s in final["optimizer"]["state"].values()}
+    assert counters == {5}
+    # The loss history is the saved one (same values and timings), extended by step 5.
     history = json.loads((out / "loss_history.json").read_text())
-    assert history[0]["step"] == 1 and history[-1]["step"] == 5
+    assert history[:2] == saved["history"] and [h["step"] for h in history] == [1, 3, 5]
     if backend == "diffusion":
         with pytest.raises(ValueError, match="ablate_span_mask"):
             train(backend, out, 6, data=tiny_data, ablate_span_mask=True, **TINY)
@@ -134,3 +167,36 @@ def test_train_checkpoints_and_resumes(tmp_path, tiny_data, backend):
 def test_ablation_flags_are_diffusion_only(tmp_path, tiny_data):
     with pytest.raises(ValueError, match="diffusion"):
         train("ar", tmp_path, 1, data=tiny_data, ablate_context_clean=True, **TINY)
+
+
+def _saved_dtypes(out) -> set[torch.dtype]:
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        return {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
+
+
+def _loss_falls(summary_dir, first_n: int = 2, last_n: int = 2) -> tuple[float, float]:
+    history = json.loads((summary_dir / "loss_history.json").read_text())
+    early = sum(h["loss"] for h in history[:first_n]) / first_n
+    late = sum(h["loss"] for h in history[-last_n:]) / last_n
+    return early, late
+
+
+@pytest.mark.parametrize("backend", ["ar", "diffusion"])
+def test_training_lowers_the_loss(tmp_path, tiny_data, backend):
+    # 40 steps on the 4-question world: the tiny model must fit a good part of it.
+    train(backend, tmp_path, 40, data=tiny_data, warmup=5, lr=1e-2, **TINY)
+    early, late = _loss_falls(tmp_path)
+    assert late < 0.8 * early, (early, late)
+    assert _saved_dtypes(tmp_path) == {torch.bfloat16}  # the shipped weights, whatever trained
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast training runs on CUDA")
+@pytest.mark.parametrize("backend", ["ar", "diffusion"])
+def test_bf16_training_on_cuda_lowers_the_loss_and_saves_bf16(tmp_path, tiny_data, backend):
+    summary = train(backend, tmp_path, 40, data=tiny_data, warmup=5, lr=1e-2, **TINY)
+    assert "cuda" in summary["device"]
+    early, late = _loss_falls(tmp_path)
+    assert late < 0.8 * early, (early, late)
+    assert _saved_dtypes(tmp_path) == {torch.bfloat16}
+    model, _tok, sampler = load_backend(tmp_path, device="cuda", dtype=torch.bfloat16)
+    assert sampler.kind == backend and next(model.parameters()).is_cuda

@@ -39,8 +39,13 @@ def test_bad_database_scheme_names_the_setting() -> None:
 
 
 def test_token_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DLLMFLOW_API_PORT", "0")
-    monkeypatch.setenv("DLLMFLOW_API_TOKEN", "s3cret-token")
+    # Environment strings always validate as a token, so the token itself has to be the value
+    # that fails: a non-string one (as from a .env-less caller or a typed override).
+    monkeypatch.setenv("DLLMFLOW_API_PORT", "eighty")
     with pytest.raises(SettingsError) as info:
-        load_settings()
-    assert "s3cret-token" not in str(info.value)
+        load_settings(api_token={"token": "s3cret-token"}, redis_url=["redis://:hunter2@r:6379"])
+    message = str(info.value)
+    assert "DLLMFLOW_API_TOKEN" in message and "DLLMFLOW_REDIS_URL" in message
+    assert "s3cret-token" not in message and "hunter2" not in message
+    # Values of non-secret settings are still shown, so the redaction is per setting.
+    assert "DLLMFLOW_API_PORT" in message and "'eighty'" in message

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from importlib.metadata import distributions
 
+import pytest
 import torch
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU machine legitimately carries the CUDA runtime wheels"
+)
 def test_no_cuda_wheels_on_a_cpu_install() -> None:
-    if torch.cuda.is_available():
-        return  # a GPU machine legitimately carries the CUDA runtime wheels
     cuda_wheels = sorted(
         d.metadata["Name"]
         for d in distributions()

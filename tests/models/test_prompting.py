@@ -75,4 +75,10 @@ def test_observations():
     assert len(render_observation(page)) < 800
     assert render_observation({"error": "no such id"}) == "Error: no such id"
     assert render_observation(None) == ""
-    assert "Turn" not in render_observation(Step("seeker", "t", None).observation)
+
+
+def test_a_turn_without_observation_renders_no_result_line():
+    silent = render_context("writer", "Q?", [Step("seeker", "t", None)])
+    assert "Turn 1 seeker:\nt\n" in silent and "Result 1" not in silent
+    empty = render_context("writer", "Q?", [Step("seeker", "t", [])])
+    assert "Turn 1 seeker:\nt\nResult 1: Search results: none.\n" in empty

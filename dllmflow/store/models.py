@@ -108,3 +108,15 @@ class EvalRun(Base):
     out_dir: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Execution(Base):
+    """How many times real work started for one idempotency key (counted before it runs)."""
+
+    __tablename__ = "executions"
+
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(String(64), index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

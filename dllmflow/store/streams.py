@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -13,18 +12,11 @@ import redis
 from dllmflow.config import Settings
 
 DLQ_STREAM = "dllmflow:dlq"
-EXECUTIONS_HASH = "dllmflow:executions"  # idempotency key -> times the real work ran
 PROGRESS_MAXLEN = 5000
 
 
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
-
-
-@lru_cache(maxsize=8)
-def _shared_client(url: str) -> redis.Redis:
-    # Thread-safe (one connection pool); a new client per call would pay a TCP connect each time.
-    return redis.Redis.from_url(url, decode_responses=True)
 
 
 @dataclass
@@ -109,10 +101,15 @@ class ProgressStream:
         return events
 
 
-def count_execution(settings: Settings, key: str) -> int:
-    """Record that real (non-cached) work ran for `key`; tests assert it never runs twice."""
-    return int(_shared_client(settings.effective_redis_url).hincrby(EXECUTIONS_HASH, key, 1))
+def count_execution(settings: Settings, key: str, episode_id: str | None = None) -> int:
+    """Record that real (non-cached) work starts for `key` (in Postgres: store.executions)."""
+    from dllmflow.store.executions import start_execution
+
+    return start_execution(settings, episode_id or key.split("/", 1)[0], key)
 
 
 def executions(settings: Settings, key: str) -> int:
-    return int(_shared_client(settings.effective_redis_url).hget(EXECUTIONS_HASH, key) or 0)
+    """How many times the work behind `key` started (store.executions; kept here for callers)."""
+    from dllmflow.store.executions import executions as counted
+
+    return counted(settings, key)

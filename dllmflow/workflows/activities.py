@@ -7,11 +7,16 @@ retries and replays never recompute (or re-execute a tool) once a checkpoint is 
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
+import redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -40,9 +45,46 @@ from dllmflow.workflows.types import (
 )
 
 NOT_CONVERGED = "DenoisingBudgetExceeded"
-HEARTBEAT_INTERVAL_S = 1.0  # model turns: well inside their 30 s heartbeat timeout
+HEARTBEAT_INTERVAL_S = 2.0  # well inside the activities' 30 s heartbeat timeout
 QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
+log = logging.getLogger(__name__)
+
+
+class Beat:
+    """What keep_alive reports in its heartbeats; the work updates `phase` as it goes."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+
+
+@contextmanager
+def keep_alive(phase: str | Beat, interval: float = HEARTBEAT_INTERVAL_S) -> Iterator[Beat]:
+    """Heartbeat every `interval` seconds while the block runs, whatever it is waiting on.
+
+    A tool call that takes longer than the heartbeat timeout, or a model turn waiting for its
+    replica to load, keeps its attempt: the heartbeat timeout then only notices a worker that
+    died. The beats come from a thread of their own (the activity's context copied into it), so
+    the activity thread stays free for the work, and for a cancel that the SDK raises in it.
+    """
+    beat = phase if isinstance(phase, Beat) else Beat(phase)
+    stop = threading.Event()
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                context.run(activity.heartbeat, beat.phase)
+            except Exception:  # the activity has finished; nothing left to keep alive
+                return
+
+    thread = threading.Thread(target=run, name="activity-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield beat
+    finally:
+        stop.set()
+        thread.join()
 
 
 def history_steps(checkpoints: list[StoredCheckpoint]) -> list[Step]:
@@ -94,6 +136,14 @@ class EpisodeActivities:
         self._questions: dict[str, dict[str, Any]] = {}
         self._questions_lock = threading.Lock()
 
+    def notify(self, episode_id: str, kind: str, /, **data: Any) -> None:
+        """Publish a progress event if Redis is up. Events are a live view, never the record
+        (Postgres is), so an episode keeps going while Redis restarts."""
+        try:
+            self.progress.publish(episode_id, kind, **data)
+        except redis.RedisError as exc:
+            log.warning("progress event %s of %s not published: %s", kind, episode_id, exc)
+
     def question(self, episode_id: str) -> dict[str, Any]:
         """The episode's question record; it never changes, so it is read once per worker."""
         with self._questions_lock:  # activities run on a thread pool
@@ -122,7 +172,7 @@ class EpisodeActivities:
     @activity.defn(name="start_episode")
     def start_episode(self, episode_id: str) -> None:
         self.episodes.update(episode_id, status=EpisodeStatus.RUNNING, error=None)
-        self.progress.publish(episode_id, "started")
+        self.notify(episode_id, "started")
 
     @activity.defn(name="model_turn")
     def model_turn(self, req: TurnRequest) -> TurnSummary:
@@ -144,20 +194,13 @@ class EpisodeActivities:
         if cached is not None:
             return self._turn_summary(cached, cached=True, queue_s=queue_s, checkpoint_s=0.0)
 
-        last_beat = time.monotonic()
+        beat = Beat("waiting for a replica")
 
         def on_progress(event: dict[str, Any]) -> None:
-            nonlocal last_beat
             phase = event.get("event", "progress")
-            # The heartbeat timeout runs from the activity's start, so beating at most once per
-            # HEARTBEAT_INTERVAL_S still catches a stuck turn, without a blocking hop to the event
-            # loop and a server write for every token event (or for a turn that takes ms).
-            now = time.monotonic()
-            if now - last_beat >= HEARTBEAT_INTERVAL_S:
-                activity.heartbeat(phase)
-                last_beat = now
+            beat.phase = phase  # keep_alive reports it with its next heartbeat
             details = {k: v for k, v in event.items() if k != "event"}
-            self.progress.publish(
+            self.notify(
                 req.episode_id,
                 "model_progress",
                 step=req.step,
@@ -175,34 +218,11 @@ class EpisodeActivities:
             history=history,
             max_denoise_steps=req.max_denoise_steps,
         )
-        generator = self.generator(req.policy)
-        try:
-            turn = generator.generate(request, on_progress)
-            parsed = parse_turn(turn.text)
-            repaired = False
-            error = parsed.error or writer_check(req.role, parsed.action and parsed.action.tool)
-            if error and parsed.thinking and req.policy != "oracle":
-                # One bounded repair: keep the thinking, re-decode only the action span.
-                request.repair_prefix = turn.text.split("<action>")[0] + "<action>"
-                retry = generator.generate(request, on_progress)
-                reparsed = parse_turn(retry.text)
-                retry_error = reparsed.error or writer_check(
-                    req.role, reparsed.action and reparsed.action.tool
-                )
-                repaired = retry_error is None
-                if repaired:
-                    turn, parsed, error = retry, reparsed, None
-        except NotConverged as exc:
-            raise ApplicationError(str(exc), type=NOT_CONVERGED, non_retryable=True) from exc
-        except Exception as exc:
-            # Serving errors say whether a retry can help (a replica died) or not (bad input).
-            if getattr(exc, "retryable", True) is False:
-                raise ApplicationError(
-                    str(exc), type=type(exc).__name__, non_retryable=True
-                ) from exc
-            raise
-        # How many times real work ran for this key when it committed; a later run would exceed it.
-        execution = count_execution(self.settings, key)
+        # Counted before the work, so a rerun of a turn that never committed is visible.
+        execution = count_execution(self.settings, key, req.episode_id)
+        with keep_alive(beat):
+            generator = self.generator(req.policy)
+            turn, parsed, error, repaired = self._generate(generator, request, on_progress)
         action = parsed.action if error is None else None
         payload = {
             "text": turn.text,
@@ -231,8 +251,38 @@ class EpisodeActivities:
         summary = self._turn_summary(
             stored, cached=False, queue_s=queue_s, checkpoint_s=checkpoint_s
         )
-        self.progress.publish(req.episode_id, "turn", **asdict(summary))
+        self.notify(req.episode_id, "turn", **asdict(summary))
         return summary
+
+    def _generate(
+        self, generator: TurnGenerator, request: GenerateRequest, on_progress: Any
+    ) -> tuple[Any, Any, str | None, bool]:
+        try:
+            turn = generator.generate(request, on_progress)
+            parsed = parse_turn(turn.text)
+            repaired = False
+            error = parsed.error or writer_check(request.role, parsed.action and parsed.action.tool)
+            if error and parsed.thinking and request.policy != "oracle":
+                # One bounded repair: keep the thinking, re-decode only the action span.
+                request.repair_prefix = turn.text.split("<action>")[0] + "<action>"
+                retry = generator.generate(request, on_progress)
+                reparsed = parse_turn(retry.text)
+                retry_error = reparsed.error or writer_check(
+                    request.role, reparsed.action and reparsed.action.tool
+                )
+                repaired = retry_error is None
+                if repaired:
+                    turn, parsed, error = retry, reparsed, None
+        except NotConverged as exc:
+            raise ApplicationError(str(exc), type=NOT_CONVERGED, non_retryable=True) from exc
+        except Exception as exc:
+            # Serving errors say whether a retry can help (a replica died) or not (bad input).
+            if getattr(exc, "retryable", True) is False:
+                raise ApplicationError(
+                    str(exc), type=type(exc).__name__, non_retryable=True
+                ) from exc
+            raise
+        return turn, parsed, error, repaired
 
     def _turn_summary(
         self, cp: StoredCheckpoint, *, cached: bool, queue_s: float, checkpoint_s: float
@@ -275,11 +325,11 @@ class EpisodeActivities:
             return self._tool_summary(cached, cached=True, checkpoint_s=0.0)
         from dllmflow.models.actions import Action
 
-        # No heartbeat at the start: the server's heartbeat timeout already runs from the
-        # activity's start, so a worker lost mid-call is noticed within it either way, and an
-        # initial heartbeat would cost one more server write per tool call.
-        outcome = self.tools().run(Action(action_payload["tool"], action_payload["args"]), key=key)
-        execution = count_execution(self.settings, key)
+        # Counted before the call, so a call that ran and never committed is visible as a rerun.
+        execution = count_execution(self.settings, key, req.episode_id)
+        with keep_alive(f"tool {action_payload['tool']}"):
+            action = Action(action_payload["tool"], action_payload["args"])
+            outcome = self.tools().run(action, key=key)
         payload = {
             "action": action_payload,
             "execution": execution,
@@ -304,7 +354,7 @@ class EpisodeActivities:
         summary = self._tool_summary(
             stored, cached=False, checkpoint_s=time.perf_counter() - write_start
         )
-        self.progress.publish(
+        self.notify(
             req.episode_id,
             "tool",
             step=req.step,
@@ -346,35 +396,39 @@ class EpisodeActivities:
             metrics=episode_metrics(req),
             error=req.error,
         )
-        self.progress.publish(
-            req.episode_id, "finished", status=req.status, answer=answer, sources=sources
-        )
+        self.notify(req.episode_id, "finished", status=req.status, answer=answer, sources=sources)
 
     @activity.defn(name="dead_letter")
     def dead_letter(self, req: DeadLetterRequest) -> str:
+        # Postgres first: the row is the record. The DLQ entry is added once (a retry after
+        # Redis came back finds the entry of an attempt that got that far and adds no second).
         episode = self.episodes.get(req.episode_id)
-        entry = self.dlq.add(
-            DeadLetter(
-                episode_id=req.episode_id,
-                step=req.step,
-                kind=req.kind,
-                error=req.error,
-                attempts=req.attempts,
-                last_checkpoint_id=req.last_checkpoint_id,
-                policy=episode.policy,
-                budgets=episode.budgets,
-                at=time.time(),
-            )
-        )
         self.episodes.update(
             req.episode_id,
             status=EpisodeStatus.DEAD_LETTERED,
             metrics=episode_metrics(req),
             error=req.error,
         )
-        self.progress.publish(
-            req.episode_id, "dead_lettered", step=req.step, error=req.error, dlq_id=entry
-        )
+        existing = [
+            letter for letter in self.dlq.for_episode(req.episode_id) if letter.step == req.step
+        ]
+        if existing:
+            entry = existing[0].id
+        else:
+            entry = self.dlq.add(
+                DeadLetter(
+                    episode_id=req.episode_id,
+                    step=req.step,
+                    kind=req.kind,
+                    error=req.error,
+                    attempts=req.attempts,
+                    last_checkpoint_id=req.last_checkpoint_id,
+                    policy=episode.policy,
+                    budgets=episode.budgets,
+                    at=time.time(),
+                )
+            )
+        self.notify(req.episode_id, "dead_lettered", step=req.step, error=req.error, dlq_id=entry)
         return entry
 
     def all(self) -> list[Any]:

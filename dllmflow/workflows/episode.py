@@ -7,12 +7,11 @@ the activities, and history carries keys and small summaries.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from dllmflow.store.models import EpisodeStatus
@@ -30,33 +29,44 @@ with workflow.unsafe.imports_passed_through():
         WaterfallRow,
     )
 
+# One retry schedule for every activity: exponential backoff capped at OUTAGE_MAX_INTERVAL,
+# bounded by OUTAGE_BUDGET of retrying in total (schedule_to_close). It rides out a Postgres,
+# Redis or replica restart of several minutes; an error that retrying cannot fix is
+# non-retryable and dead-letters at once.
+OUTAGE_BUDGET = timedelta(minutes=15)
+OUTAGE_MAX_INTERVAL = timedelta(seconds=15)
+
+
+def outage_retry(*non_retryable: str) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=OUTAGE_MAX_INTERVAL,
+        maximum_attempts=0,  # bounded by schedule_to_close_timeout instead
+        non_retryable_error_types=list(non_retryable),
+    )
+
+
+# Every activity heartbeats at least every HEARTBEAT_INTERVAL_S (activities.keep_alive) while
+# it runs, whatever it waits on (a replica loading, a slow tool), so the heartbeat timeout only
+# notices a lost worker and never cuts a long call short.
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING = {
-    "start_to_close_timeout": timedelta(seconds=10),
-    "retry_policy": RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+    "start_to_close_timeout": timedelta(seconds=30),
+    "schedule_to_close_timeout": OUTAGE_BUDGET,
+    "retry_policy": outage_retry(),
 }
-TURN_ATTEMPTS = 6  # enough to ride out a Postgres/Redis restart
 TURN_OPTIONS = {
     "start_to_close_timeout": timedelta(minutes=10),
-    # A reverse-sampling job that stops reporting progress is stuck: time it out and retry.
-    "heartbeat_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(
-        maximum_attempts=TURN_ATTEMPTS,
-        initial_interval=timedelta(seconds=1),
-        maximum_interval=timedelta(seconds=10),
-        non_retryable_error_types=["DenoisingBudgetExceeded", "InvalidEpisode"],
-    ),
+    "schedule_to_close_timeout": timedelta(minutes=10) + OUTAGE_BUDGET,
+    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+    "retry_policy": outage_retry("DenoisingBudgetExceeded", "InvalidEpisode"),
 }
-TOOL_ATTEMPTS = 8
 TOOL_OPTIONS = {
     "start_to_close_timeout": timedelta(minutes=2),
-    # Heartbeats mark the start; a worker lost mid-call is noticed within this.
-    "heartbeat_timeout": timedelta(seconds=10),
-    "retry_policy": RetryPolicy(
-        maximum_attempts=TOOL_ATTEMPTS,
-        initial_interval=timedelta(milliseconds=500),
-        maximum_interval=timedelta(seconds=10),
-        non_retryable_error_types=["InvalidEpisode"],
-    ),
+    "schedule_to_close_timeout": timedelta(minutes=2) + OUTAGE_BUDGET,
+    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+    "retry_policy": outage_retry("InvalidEpisode"),
 }
 
 
@@ -71,6 +81,14 @@ def _cause(exc: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return f"{cause.type or 'error'}: {cause.message}"
     return str(cause or exc)
+
+
+def _attempts(exc: ActivityError) -> int:
+    """How many attempts the activity made before giving up (1 for a non-retryable error)."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.non_retryable:
+        return 1
+    return 0  # retried until its schedule ran out; the activity's history has the count
 
 
 @workflow.defn(name="EpisodeWorkflow")
@@ -94,34 +112,38 @@ class EpisodeWorkflow:
 
     @workflow.run
     async def run(self, inp: EpisodeInput) -> EpisodeResult:
-        await workflow.execute_activity("start_episode", inp.episode_id, **BOOKKEEPING)
         try:
+            await workflow.execute_activity("start_episode", inp.episode_id, **BOOKKEEPING)
             writer_step = await self._loop(inp)
         except DeadLettered as dead:
-            await workflow.execute_activity(
-                "dead_letter",
-                DeadLetterRequest(
-                    inp.episode_id,
-                    dead.step,
-                    dead.kind,
-                    dead.error,
-                    dead.attempts,
-                    self._last_checkpoint,
-                    self._step,
-                    self._tool_calls,
-                    self._invalid,
-                    self._waterfall,
-                ),
-                **BOOKKEEPING,
-            )
+            await self._dead_letter(inp, dead)
             return self._result(inp, EpisodeStatus.DEAD_LETTERED, dead.error)
-        except asyncio.CancelledError:
+        except BaseException as exc:
+            # A cancel reaches the workflow as asyncio.CancelledError, or as the ActivityError
+            # that wraps the cancelled activity in flight: both end the episode `cancelled`.
+            if not is_cancelled_exception(exc):
+                raise
             await self._finish(inp, EpisodeStatus.CANCELLED, None, "cancelled by an operator")
             raise
         status = EpisodeStatus.COMPLETED if writer_step is not None else EpisodeStatus.FAILED
         error = None if writer_step is not None else "the writer produced no answer"
         await self._finish(inp, status, writer_step, error)
         return self._result(inp, status, error)
+
+    async def _dead_letter(self, inp: EpisodeInput, dead: DeadLettered) -> None:
+        request = DeadLetterRequest(
+            inp.episode_id,
+            dead.step,
+            dead.kind,
+            dead.error,
+            dead.attempts,
+            self._last_checkpoint,
+            self._step,
+            self._tool_calls,
+            self._invalid,
+            self._waterfall,
+        )
+        await workflow.execute_activity("dead_letter", request, **BOOKKEEPING)
 
     async def _loop(self, inp: EpisodeInput) -> int | None:
         budgets = inp.budgets
@@ -173,7 +195,9 @@ class EpisodeWorkflow:
                 **TURN_OPTIONS,
             )
         except ActivityError as exc:
-            raise DeadLettered(step, ROLE_KIND[role], _cause(exc), TURN_ATTEMPTS) from exc
+            if is_cancelled_exception(exc):
+                raise
+            raise DeadLettered(step, ROLE_KIND[role], _cause(exc), _attempts(exc)) from exc
         self._last_checkpoint = turn.checkpoint_id
         round_trip = (workflow.now() - sent).total_seconds()
         t = turn.timings
@@ -192,7 +216,9 @@ class EpisodeWorkflow:
                 **TOOL_OPTIONS,
             )
         except ActivityError as exc:
-            raise DeadLettered(step, "tool", _cause(exc), TOOL_ATTEMPTS) from exc
+            if is_cancelled_exception(exc):
+                raise
+            raise DeadLettered(step, "tool", _cause(exc), _attempts(exc)) from exc
         self._last_checkpoint = tool.checkpoint_id
         round_trip = (workflow.now() - sent).total_seconds()
         t = tool.timings

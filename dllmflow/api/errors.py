@@ -20,6 +20,7 @@ from dllmflow.api.queries import NotFound
 from dllmflow.api.state import TemporalUnavailable
 from dllmflow.api.templating import TEMPLATES
 from dllmflow.store.episodes import EpisodeNotFound
+from dllmflow.workflows.service import WorkflowNotStarted
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TemporalUnavailable)
     @app.exception_handler(AuditUnavailable)
+    @app.exception_handler(WorkflowNotStarted)
     async def _unavailable(request: Request, exc: Exception) -> Response:
         return error(request, 503, str(exc))
 

@@ -169,6 +169,8 @@ def run_command(
             f"episode {result['id']} queued; follow it: dllmflow episodes show {result['id']}",
             highlight=False,
         )
+    if result["status"] not in ("completed", "queued"):
+        raise typer.Exit(1)  # waited for it, and it did not complete
 
 
 def submit_command(
@@ -178,34 +180,107 @@ def submit_command(
     policy: str = typer.Option("routed"),
     concurrency: int = typer.Option(4, min=1, help="Episodes running at once."),
 ) -> None:
-    """Submit every question of a JSONL file, at most CONCURRENCY at a time."""
+    """Submit every question of a JSONL file, at most CONCURRENCY at a time.
+
+    The whole file is checked first (each problem named by its line). Then an episode that
+    cannot be submitted, or whose result cannot be read, is reported on one line and the rest
+    go on; the summary names what was and was not submitted, and the exit status is non-zero
+    unless every episode completed.
+    """
+    from dllmflow.workflows.service import check_policy
+
     s = settings()
-    records = read_questions(file)
+    check_policy(policy)
+    lines = read_question_lines(file, policy=policy)
+    results = run_async(submit_all(s, lines, policy, concurrency))
+    print_submit_summary(results)
+    if any(r["status"] != "completed" for r in results):
+        raise typer.Exit(1)
 
-    async def go() -> list[dict[str, Any]]:
-        svc = await service(s)
-        gate = asyncio.Semaphore(concurrency)
 
-        async def one(record: dict[str, Any]) -> dict[str, Any]:
-            async with gate:
+async def submit_all(
+    s, lines: list[tuple[int, dict[str, Any]]], policy: str, concurrency: int
+) -> list[dict[str, Any]]:
+    """Submit and wait for every (line, record); never raises for one episode's error."""
+    from dllmflow.workflows.service import rpc_reason
+
+    svc = await service(s)
+    gate = asyncio.Semaphore(concurrency)
+    total = len(lines)
+    finished = 0
+
+    async def one(number: int, record: dict[str, Any]) -> dict[str, Any]:
+        nonlocal finished
+        label = f"line {number}" + (f" ({record['id']})" if record.get("id") is not None else "")
+        row: dict[str, Any] = {"line": number, "question_id": record.get("id")}
+        async with gate:
+            try:
                 ep = await svc.submit(record["question"], policy=policy, question_record=record)
-                result = await svc.wait(ep.id)
-                console.print(f"{record.get('id', '-')}: {ep.id} {result.status}", highlight=False)
-                return {
-                    "question_id": record.get("id"),
-                    "episode_id": ep.id,
-                    "status": result.status,
-                }
+            except Exception as exc:
+                row.update(episode_id=getattr(exc, "episode_id", None), status="not submitted")
+                row["error"] = one_line(exc, rpc_reason)
+            else:
+                row["episode_id"] = ep.id
+                try:
+                    row["status"] = (await svc.wait(ep.id)).status
+                except Exception as exc:
+                    row.update(status="unknown", error=one_line(exc, rpc_reason))
+        finished += 1
+        where = f" {row['episode_id']}" if row.get("episode_id") else ""
+        detail = f": {row['error']}" if row.get("error") else ""
+        color = "green" if row["status"] == "completed" else "red"
+        console.print(
+            f"[{finished}/{total}] {label}{where} [{color}]{row['status']}[/]{detail}",
+            highlight=False,
+        )
+        return row
 
-        return await asyncio.gather(*(one(r) for r in records))
+    return list(await asyncio.gather(*(one(n, r) for n, r in lines)))
 
-    results = run_async(go())
-    done = sum(r["status"] == "completed" for r in results)
-    console.print(f"{done}/{len(results)} episodes completed")
+
+def one_line(exc: BaseException, rpc_reason) -> str:
+    from dllmflow.workflows.service import WorkflowNotStarted
+
+    if isinstance(exc, WorkflowNotStarted):
+        return f"workflow not started ({exc.reason})"
+    return rpc_reason(exc)
+
+
+def print_submit_summary(results: list[dict[str, Any]]) -> None:
+    submitted = [r for r in results if r["status"] != "not submitted"]
+    refused = [r for r in results if r["status"] == "not submitted"]
+    completed = sum(r["status"] == "completed" for r in results)
+    console.print(
+        f"{completed}/{len(results)} episodes completed; submitted {len(submitted)}, "
+        f"not submitted {len(refused)}",
+        highlight=False,
+    )
+    if submitted:
+        ids = ", ".join(str(r["episode_id"]) for r in submitted)
+        console.print(f"submitted: {ids}", highlight=False)
+    if refused:
+        console.print(
+            "not submitted (lines): " + ", ".join(str(r["line"]) for r in refused),
+            highlight=False,
+        )
+        retry = [r["episode_id"] for r in refused if r.get("episode_id")]
+        if retry:
+            console.print(
+                "their rows are marked failed; start them with: dllmflow episodes retry "
+                + " ".join(retry),
+                highlight=False,
+            )
 
 
 def read_questions(path: Path) -> list[dict[str, Any]]:
     """Questions JSONL: every line an object with a non-empty "question"; errors name the line."""
+    return [record for _line, record in read_question_lines(path)]
+
+
+def read_question_lines(path: Path, policy: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of every question; every problem is reported, by line, at once."""
+    from dllmflow.store.episodes import MAX_QUESTION_CHARS
+
     records, problems = [], []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -219,15 +294,35 @@ def read_questions(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 problems.append(f"line {number}: bad JSON ({exc.msg})")
                 continue
-            if not isinstance(record, dict) or not str(record.get("question", "")).strip():
-                problems.append(f'line {number}: needs a non-empty "question" field')
+            problem = record_problem(record, policy, MAX_QUESTION_CHARS)
+            if problem:
+                problems.append(f"line {number}: {problem}")
                 continue
-            records.append(record)
+            records.append((number, record))
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems[:20]))
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ValueError(f"{path}: " + "; ".join(problems[:20]) + more)
     if not records:
         raise ValueError(f"{path}: no questions found")
     return records
+
+
+def record_problem(record: Any, policy: str | None, limit: int) -> str | None:
+    if not isinstance(record, dict):
+        return f'needs a non-empty "question" field (the line is a JSON {type(record).__name__})'
+    question = record.get("question")
+    if question is None or (isinstance(question, str) and not question.strip()):
+        return 'needs a non-empty "question" field'
+    if not isinstance(question, str):
+        return f'"question" must be a string (got {type(question).__name__})'
+    if len(question.strip()) > limit:
+        return f'"question" is {len(question.strip())} characters; the limit is {limit}'
+    qid = record.get("id")
+    if qid is not None and (isinstance(qid, bool) or not isinstance(qid, str | int)):
+        return f'"id" must be a string or an integer (got {type(qid).__name__})'
+    if policy == "oracle" and not record.get("answer"):
+        return 'the oracle policy needs the question\'s "answer" (and "hops")'
+    return None
 
 
 @app.command("list")
@@ -392,3 +487,16 @@ def cancel(episode_id: str) -> None:
 
     run_async(go())
     console.print(f"cancellation requested for {episode_id}")
+
+
+@app.command("reconcile")
+@user_errors
+def reconcile() -> None:
+    """Start the workflow of every queued episode that has none (`up` does this too)."""
+    s = settings()
+
+    async def go():
+        return await (await service(s)).reconcile()
+
+    started = run_async(go())
+    console.print(f"started {len(started)} orphaned episode(s): {', '.join(started) or '-'}")

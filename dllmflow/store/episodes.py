@@ -98,6 +98,16 @@ class EpisodeRepository:
         if rowcount == 0:
             raise EpisodeNotFound(episode_id)
 
+    def mark_not_started(self, episode_id: str, error: str) -> bool:
+        """A `queued` row whose workflow did not start becomes `failed` with `error` (only if it
+        is still queued: a workflow that did start after all moves the row on itself)."""
+        statement = (
+            update(Episode)
+            .where(Episode.id == episode_id, Episode.status == EpisodeStatus.QUEUED)
+            .values(status=EpisodeStatus.FAILED, error=error, finished_at=func.now())
+        )
+        return bool(run_autocommit(self.settings, lambda conn: conn.execute(statement).rowcount))
+
     def counts_by_status(self) -> dict[str, int]:
         with transaction(self.settings) as session:
             rows = session.execute(select(Episode.status, func.count()).group_by(Episode.status))

@@ -12,6 +12,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore, content_hash, idempotency_key
@@ -20,6 +22,36 @@ from dllmflow.store.episodes import EpisodeRepository, validate_question
 from dllmflow.store.models import Checkpoint, Episode, EpisodeStatus
 from dllmflow.store.streams import DeadLetterQueue
 from dllmflow.workflows.types import POLICIES, Budgets, EpisodeInput, EpisodeResult
+
+NOT_STARTED = "workflow not started"
+OUTAGE_WAIT_S = 300.0
+TRANSIENT_RPC = (
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.CANCELLED,
+)
+
+
+class WorkflowNotStarted(RuntimeError):
+    """The episode row exists but its workflow could not be started; the row says so (status
+    failed, error "workflow not started: ...") and `episodes retry` starts it."""
+
+    def __init__(self, episode_id: str, reason: str) -> None:
+        super().__init__(
+            f"episode {episode_id}: {NOT_STARTED} ({reason}); "
+            f"start it later with: dllmflow episodes retry {episode_id}"
+        )
+        self.episode_id, self.reason = episode_id, reason
+
+
+def rpc_reason(exc: BaseException) -> str:
+    """One line for an RPC or connection error (no traceback, no multi-line gRPC detail)."""
+    if isinstance(exc, RPCError):
+        text = f"Temporal {exc.status.name}: {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.strip().splitlines()[0][:300]
 
 
 def check_policy(policy: str) -> str:
@@ -72,28 +104,83 @@ class EpisodeService:
         return episode
 
     async def _start(self, episode: Episode, budgets: Budgets, policy: str | None = None) -> None:
-        await self.client.start_workflow(
-            "EpisodeWorkflow",
-            EpisodeInput(episode.id, policy or episode.policy, budgets),
-            id=episode.workflow_id,
-            task_queue=self.settings.task_queue,
-            # A closed episode's workflow id may run again (retry); a running one may not.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            execution_timeout=None,
-        )
+        """Start the episode's workflow (its id is fixed by the episode id, so this is
+        idempotent: a workflow already running under it counts as started). If Temporal refuses
+        or cannot be reached, the row is marked failed-to-start rather than left `queued` with
+        no workflow behind it."""
+        try:
+            await self.client.start_workflow(
+                "EpisodeWorkflow",
+                EpisodeInput(episode.id, policy or episode.policy, budgets),
+                id=episode.workflow_id,
+                task_queue=self.settings.task_queue,
+                # A closed episode's workflow id may run again (retry); a running one may not.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                execution_timeout=None,
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        except (RPCError, RuntimeError, OSError) as exc:
+            reason = rpc_reason(exc)
+            self.episodes.mark_not_started(episode.id, f"{NOT_STARTED}: {reason}")
+            raise WorkflowNotStarted(episode.id, reason) from None
+
+    async def workflow_status(self, episode: Episode) -> WorkflowExecutionStatus | None:
+        """The status of the episode's latest workflow run; None when it never started."""
+        try:
+            return (await self.handle(episode).describe()).status
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def ensure_started(self, episode: Episode) -> bool:
+        """Start a `queued` episode's workflow if it has none; True when this call started it."""
+        if episode.status != EpisodeStatus.QUEUED or await self.workflow_status(episode):
+            return False
+        await self._start(episode, Budgets(**episode.budgets))
+        return True
+
+    async def reconcile(self) -> list[str]:
+        """Start the workflow of every `queued` episode that has none (a submit that died
+        between writing the row and starting the workflow); returns their ids."""
+        started = []
+        for episode in self.episodes.list(status=EpisodeStatus.QUEUED, limit=10_000):
+            if await self.ensure_started(episode):
+                started.append(episode.id)
+        return started
 
     def handle(self, episode: Episode) -> WorkflowHandle:
         return self.client.get_workflow_handle(episode.workflow_id, result_type=EpisodeResult)
 
-    async def wait(self, episode_id: str, timeout: float | None = None) -> EpisodeResult:
+    async def wait(
+        self, episode_id: str, timeout: float | None = None, outage_s: float = OUTAGE_WAIT_S
+    ) -> EpisodeResult:
+        """The episode's result. Temporal being unreachable for up to `outage_s` at a time (a
+        restart) is waited out; longer, the last RPC error is raised."""
         episode = self.episodes.get(episode_id)
-        return await asyncio.wait_for(self.handle(episode).result(), timeout)
+
+        async def poll() -> EpisodeResult:
+            down_since, delay = None, 0.5
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    return await self.handle(episode).result()
+                except RPCError as exc:
+                    if exc.status not in TRANSIENT_RPC:
+                        raise
+                    down_since = down_since or loop.time()
+                    if loop.time() - down_since > outage_s:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        return await asyncio.wait_for(poll(), timeout)
 
     async def retry(self, episode_id: str, **budget_overrides: Any) -> Episode:
         """Continue a failed or dead-lettered episode from its last good checkpoint."""
         episode = self.episodes.get(episode_id)
-        desc = await self.handle(episode).describe()
-        if desc.status == WorkflowExecutionStatus.RUNNING:
+        if await self.workflow_status(episode) == WorkflowExecutionStatus.RUNNING:
             raise ValueError(f"episode {episode_id} is still running; nothing to retry")
         if episode.status == EpisodeStatus.COMPLETED:
             raise ValueError(f"episode {episode_id} already completed")
@@ -151,6 +238,10 @@ class EpisodeService:
 
     async def cancel(self, episode_id: str) -> None:
         episode = self.episodes.get(episode_id)
+        if episode.status in EpisodeStatus.FINISHED:
+            raise ValueError(f"episode {episode_id} already finished ({episode.status})")
+        if await self.workflow_status(episode) != WorkflowExecutionStatus.RUNNING:
+            raise ValueError(f"episode {episode_id} has no running workflow to cancel")
         await self.handle(episode).cancel()
 
     async def history(self, episode_id: str) -> list[dict[str, Any]]:

@@ -59,7 +59,9 @@ async def submit(
             pass
         else:
             response.status_code = 200  # already submitted under this key
-            return episode_out(state, existing)
+            # A first request whose workflow never started: this one starts it.
+            await (await state.service()).ensure_started(existing)
+            return episode_out(state, await run_in_threadpool(state.episodes.get, episode_id))
     service = await state.service()
     payload: dict[str, Any] = {"policy": body.policy, "question": preview(body.question, 200)}
     if body.budgets:

@@ -45,7 +45,7 @@ from dllmflow.workflows.types import (
 )
 
 NOT_CONVERGED = "DenoisingBudgetExceeded"
-HEARTBEAT_INTERVAL_S = 2.0  # well inside the activities' 30 s heartbeat timeout
+HEARTBEAT_INTERVAL_S = 2.0  # well inside the activities' 15 s heartbeat timeout
 QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
 log = logging.getLogger(__name__)

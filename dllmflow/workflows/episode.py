@@ -50,7 +50,7 @@ def outage_retry(*non_retryable: str) -> RetryPolicy:
 # Every activity heartbeats at least every HEARTBEAT_INTERVAL_S (activities.keep_alive) while
 # it runs, whatever it waits on (a replica loading, a slow tool), so the heartbeat timeout only
 # notices a lost worker and never cuts a long call short.
-HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+HEARTBEAT_TIMEOUT = timedelta(seconds=15)
 BOOKKEEPING = {
     "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": OUTAGE_BUDGET,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dllmflow import kernels
 from dllmflow.models.actions import parse_turn
 from dllmflow.models.sampling import GenerationRequest
 from dllmflow.models.sampling.ar import ARSampler
@@ -19,21 +18,36 @@ PROMPTS = [
 ]
 
 
+def commit_confident(logits, tokens, masked, tau):
+    """The documented commit rule written out position by position, independent of
+    dllmflow.kernels: masked positions whose max softmax probability (fp32) is >= tau commit
+    their argmax; if none passes, the most confident one does (lowest position on ties)."""
+    probs = torch.softmax(logits[0].detach().float(), dim=-1)
+    still = [i for i in range(masked.shape[1]) if masked[0, i]]
+    conf = {i: float(probs[i].max()) for i in still}
+    chosen = [i for i in still if conf[i] >= tau] or [max(still, key=lambda i: (conf[i], -i))]
+    for i in chosen:
+        tokens[0, i] = int(probs[i].argmax())
+        masked[0, i] = False
+
+
 def dense_block_greedy(model, prompt_ids, n_blocks, tau, pad_id):
-    """Reference: recompute the whole sequence with the dense block-causal forward each pass."""
+    """Reference: recompute the whole sequence with the dense block-causal forward each pass and
+    commit with the written-out rule (not the kernel the sampler uses)."""
     b = model.block_size
     mask_id = model.config.mask_token_id
     seq = [pad_id] * ((-len(prompt_ids)) % b) + list(prompt_ids)
-    out = []
+    out, passes = [], 0
     for _ in range(n_blocks):
         tokens = torch.full((1, b), mask_id)
         masked = torch.ones(1, b, dtype=torch.bool)
         while masked.any():
             x = torch.tensor([seq + out]).long()
             logits = model(torch.cat([x, tokens], 1)).logits[:, -b:]
-            kernels.confidence_commit(logits, tokens, masked, tau)
+            commit_confident(logits, tokens, masked, tau)
+            passes += 1
         out += tokens[0].tolist()
-    return out
+    return out, passes
 
 
 def until_eos(ids, eos, limit):
@@ -42,16 +56,29 @@ def until_eos(ids, eos, limit):
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_diffusion_tau_one_equals_dense_greedy(tiny_diffusion, tokenizer, prompt):
+@pytest.mark.parametrize(
+    ("tau", "head_scale"),
+    [(1.0, 1.0), (0.5, 3.0)],
+    ids=["tau1-one-commit-a-pass", "tau0.5-peaked-head"],
+)
+def test_diffusion_equals_dense_greedy(tiny_diffusion, tokenizer, prompt, tau, head_scale):
+    # head_scale sharpens the output distribution (the tied head reads ln_f) so that the tau gate
+    # decides: at 3x every position of a block clears 0.5 on the first pass.
+    with torch.no_grad():
+        tiny_diffusion.ln_f.weight.mul_(head_scale)
     sampler = DiffusionSampler(tiny_diffusion, tokenizer)
-    req = GenerationRequest(prompt=prompt, max_new_tokens=24, tau=1.0, stop_at_action_close=False)
+    req = GenerationRequest(prompt=prompt, max_new_tokens=24, tau=tau, stop_at_action_close=False)
     result = sampler.generate(req)
-    ref = dense_block_greedy(
-        tiny_diffusion, encode(tokenizer, prompt), 3, 1.0, tokenizer.pad_token_id
+    ref, passes = dense_block_greedy(
+        tiny_diffusion, encode(tokenizer, prompt), 3, tau, tokenizer.pad_token_id
     )
+    assert result.stop_reason == "budget_exhausted"
     assert result.token_ids == until_eos(ref, tokenizer.eos_token_id, 24)
-    # tau = 1.0 on a random model: one commit per pass.
-    assert result.refinement_passes >= result.tokens_generated
+    assert result.refinement_passes == passes
+    if tau == 1.0:  # a random model never reaches p = 1: one commit per pass
+        assert passes == 24
+    else:
+        assert passes == 3  # one pass a block
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

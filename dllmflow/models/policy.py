@@ -24,14 +24,17 @@ class ModelPolicy:
         max_new_tokens: int = 160,
         tau: float = 0.9,
         action_first: bool = False,
-        context_tokens: int = CONTEXT_TOKENS,
+        context_tokens: int | None = None,
         max_denoise_steps: int | None = None,
     ) -> None:
         self.sampler = sampler
         self.max_new_tokens = max_new_tokens
         self.tau = tau
         self.action_first = action_first
-        self.context_tokens = min(context_tokens, sampler.max_position - max_new_tokens - 16)
+        # Default: the budget the checkpoint was trained with (the tiny pair's: 640 tokens).
+        trained = getattr(sampler.model.config, "context_tokens", None) or CONTEXT_TOKENS
+        budget = context_tokens or trained
+        self.context_tokens = min(budget, sampler.max_position - max_new_tokens - 16)
         self.max_denoise_steps = max_denoise_steps
 
     def count_tokens(self, text: str) -> int:

@@ -101,7 +101,8 @@ class ModelTurnGenerator:
         prefix = request.repair_prefix or ""
         budget = self.serving.max_new_tokens
         room = info["max_position"] - budget - info["prompt_slack"] - 16
-        max_tokens = min(CONTEXT_TOKENS, room) - (count(prefix) if prefix else 0)
+        budget_tokens = self.serving.context_tokens or info.get("context_tokens") or CONTEXT_TOKENS
+        max_tokens = min(budget_tokens, room) - (count(prefix) if prefix else 0)
         prompt = render_context(
             request.role,
             request.question,

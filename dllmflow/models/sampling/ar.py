@@ -14,6 +14,7 @@ import torch
 
 from .arena import prefill_groups, right_padded
 from .base import (
+    ChatPrompt,
     GenerationRequest,
     ProgressEvent,
     SequenceState,
@@ -41,6 +42,7 @@ class ARSampler(TokenSampler):
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id or 0)
         self.text_of = TextDecoder(tokenizer)
+        self.chat = ChatPrompt.for_model(model, tokenizer)
 
     def start(self, request: GenerationRequest) -> ARState:
         ids = self.encode_prompt(request.prompt, request.max_new_tokens)

@@ -134,6 +134,54 @@ def action_span(text: str) -> str | None:
     return text[start : end + len(ACTION_CLOSE)]
 
 
+AGENT_SYSTEM_PROMPT = (
+    "You are a research agent. Every turn, write <think>your reasoning</think> and then exactly "
+    'one <action>{"tool": ..., "args": {...}}</action> in JSON. Tools: search {"query": text} '
+    'lists matching documents; fetch {"id": an id from the results, "page": number} reads one; '
+    'answer {"answer": short text, "sources": [ids]} gives the answer and the ids it came from. '
+    "Copy names from the question and ids from the results exactly."
+)
+
+
+class ChatPrompt:
+    """A rendered context as the user message of the model's chat template, after the agent's
+    system prompt, with the assistant turn opened. Training and serving both encode through
+    this, so the model sees the same tokens; an over-long context loses its oldest text, never
+    the template."""
+
+    PLACEHOLDER = "\x00CONTEXT\x00"
+
+    def __init__(self, tokenizer: Any, system: str = AGENT_SYSTEM_PROMPT) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template")
+        self.tokenizer = tokenizer
+        text = tokenizer.apply_chat_template(
+            [
+                {"role": "system", "content": system},
+                {"role": "user", "content": self.PLACEHOLDER},
+            ],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        prefix, suffix = text.split(self.PLACEHOLDER)
+        self.prefix_ids = self._ids(prefix)
+        self.suffix_ids = self._ids(suffix)
+
+    @classmethod
+    def for_model(cls, model: Any, tokenizer: Any) -> ChatPrompt | None:
+        """The model's chat framing when its config asks for one (the real pair), else None."""
+        return cls(tokenizer) if getattr(model.config, "chat_format", False) else None
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(self, context: str, room: int) -> list[int]:
+        body_room = room - len(self.prefix_ids) - len(self.suffix_ids)
+        if body_room <= 0:
+            raise ValueError(f"{room} positions cannot hold the chat template and a context")
+        return self.prefix_ids + self._ids(context)[-body_room:] + self.suffix_ids
+
+
 class Sampler(ABC):
     """Decodes turns for one model; see the module docstring for the protocol."""
 
@@ -142,16 +190,19 @@ class Sampler(ABC):
     tokenizer: Any
     max_position: int  # positions the model can attend (prompt + turn must fit)
     prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
+    chat: ChatPrompt | None = None  # the model's chat framing of a context, if it has one
 
     def encode_prompt(self, prompt: str, max_new_tokens: int) -> list[int]:
         """Prompt ids, left-truncated so prompt + turn budget fit the model's positions."""
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.max_position - max_new_tokens - self.prompt_slack
         if room <= 0:
             raise ValueError(
                 f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
                 f"(model positions: {self.max_position})"
             )
+        if self.chat is not None:
+            return self.chat.encode(prompt, room)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return ids[-room:]
 
     @property

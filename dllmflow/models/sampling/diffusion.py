@@ -26,6 +26,7 @@ from dllmflow import kernels
 from .arena import prefill_groups, right_padded
 from .base import (
     MASK_GLYPH,
+    ChatPrompt,
     GenerationRequest,
     ProgressEvent,
     Sampler,
@@ -46,6 +47,7 @@ class DiffusionState(SequenceState):
     block_steps: int = 0
     pending: list[int] | None = None  # last finished block, keys not yet written clean
     n_blocks: int = 0  # turn budget in blocks
+    boundary: torch.Tensor | None = None  # token shift: [V] logits denoising the block's first
 
 
 class DiffusionSampler(Sampler):
@@ -63,6 +65,9 @@ class DiffusionSampler(Sampler):
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
         self.text_of = TextDecoder(tokenizer)
+        # Token shift (Fast-dLLM v2): position i is denoised by the logits of position i - 1.
+        self.shift = bool(getattr(model.config, "token_shift", False))
+        self.chat = ChatPrompt.for_model(model, tokenizer)
 
     def start(self, request: GenerationRequest) -> DiffusionState:
         ids = self.encode_prompt(request.prompt, request.max_new_tokens)
@@ -116,6 +121,7 @@ class DiffusionSampler(Sampler):
         rows = [s.block_tokens.tolist() for s in running] + [running[i].pending for i in pend]
         starts = [s.block_start for s in running] + [running[i].block_start - b for i in pend]
         arena = self.kv_arena()
+        n = len(running)
         logits = self.model.forward_arena(
             torch.tensor(rows, device=device),
             arena.ks,
@@ -123,11 +129,17 @@ class DiffusionSampler(Sampler):
             torch.tensor(starts, device=device),
             max(starts) + b,
             extra_rows=torch.tensor(pend, device=device) if pend else None,
-            n_logits=len(running),
+            n_logits=None if self.shift else n,
         )
         for s in running:
             s.pending = None
-        return logits  # [n, b, V]
+        if not self.shift:
+            return logits  # [n, b, V]
+        # A just-finished block's last position denoises the first position of the next one.
+        for j, i in enumerate(pend):
+            running[i].boundary = logits[n + j, -1]
+        boundary = torch.stack([s.boundary for s in running])  # [n, V]
+        return torch.cat([boundary[:, None], logits[:n, :-1]], dim=1)  # [n, b, V]
 
     def _prefill(self, members: list[DiffusionState]) -> torch.Tensor:
         """Context + first masked block of each joining sequence, right-padded by whole blocks,
@@ -139,9 +151,14 @@ class DiffusionSampler(Sampler):
             arena.add(s, s.block_start + s.n_blocks * b)
         ks, vs = arena.view(first, arena.rows)
         rows = [[self.pad_id] * s.pad + s.prompt_ids + s.block_tokens.tolist() for s in members]
-        at = torch.tensor([range(len(r) - b, len(r)) for r in rows], device=device)
+        lag = 1 if self.shift else 0  # token shift: logits one position to the left
+        at = torch.tensor([range(len(r) - b - lag, len(r) - lag) for r in rows], device=device)
         ids = torch.tensor(right_padded(rows, self.pad_id), device=device)
-        return self.model.prefill(ids, ks, vs, logits_at=at)
+        logits = self.model.prefill(ids, ks, vs, logits_at=at)
+        if self.shift:
+            for row, s in enumerate(members):
+                s.boundary = logits[row, 0]
+        return logits
 
     def _commit(self, members: list[DiffusionState], logits: torch.Tensor) -> None:
         """One fused confidence/commit call for these sequences, one copy back to the host."""
@@ -223,6 +240,8 @@ class DiffusionSampler(Sampler):
         self.release(s)
 
     def release(self, s: SequenceState) -> None:
+        if isinstance(s, DiffusionState):
+            s.boundary = None
         self.kv_arena().free(s)
 
 

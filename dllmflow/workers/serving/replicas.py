@@ -79,6 +79,7 @@ class ModelReplica:
             "restarted": bool(self.restarts),
             "max_position": sampler.max_position,
             "prompt_slack": sampler.prompt_slack,
+            "context_tokens": getattr(self.backend.model.config, "context_tokens", None),
             **self.scheduler.load(),
         }
 

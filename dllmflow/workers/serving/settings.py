@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BACKENDS: tuple[str, ...] = ("ar", "diffusion")
 BASE_NAMESPACE = "dllmflow"
+# The matched pairs DLLMFLOW_PAIR selects: (AR checkpoint, diffusion checkpoint).
+PAIRS: dict[str, tuple[str, str]] = {
+    "tiny": ("ar", "diffusion"),
+    "smollm2-135m": ("smollm2-135m/ar", "smollm2-135m/diffusion"),
+}
 
 
 def replica_namespace(group: str | None = None) -> str:
@@ -28,9 +33,15 @@ NAMESPACE = replica_namespace()  # the Ray namespace every replica of this proce
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DLLMFLOW_", env_file=".env", extra="ignore")
 
-    # A shipped name ("ar", "diffusion") or a local Hugging Face checkpoint directory.
-    ar_checkpoint: str = "ar"
-    diffusion_checkpoint: str = "diffusion"
+    # The matched pair that serves by default: "tiny" (from scratch, for tests) or
+    # "smollm2-135m" (the real pair; needs `dllmflow models import`). An explicit checkpoint
+    # below (a shipped name or a local Hugging Face directory) overrides its half of the pair.
+    pair: str = "tiny"
+    ar_checkpoint: str = ""
+    diffusion_checkpoint: str = ""
+    # Rendered-context budget in tokens; 0 = what the checkpoint was trained with (640 for the
+    # tiny pair), always capped by the model's positions.
+    context_tokens: int = Field(default=0, ge=0)
     ar_replicas: int = Field(default=1, ge=1, le=64)
     diffusion_replicas: int = Field(default=1, ge=1, le=64)
 
@@ -53,6 +64,15 @@ class ServingSettings(BaseSettings):
     ab_diffusion_share: float = Field(default=0.5, ge=0, le=1)  # `ab`: episodes on diffusion
     shadow_share: float = Field(default=1.0, ge=0, le=1)  # `shadow`: episodes also run on the other
     call_timeout_s: float = Field(default=600.0, gt=0)  # one generation, queue included
+
+    @model_validator(mode="after")
+    def _pair_defaults(self) -> ServingSettings:
+        if self.pair not in PAIRS:
+            raise ValueError(f"pair {self.pair!r} is not one of: {', '.join(PAIRS)}")
+        ar, diffusion = PAIRS[self.pair]
+        self.ar_checkpoint = self.ar_checkpoint or ar
+        self.diffusion_checkpoint = self.diffusion_checkpoint or diffusion
+        return self
 
     def checkpoint(self, backend: str) -> str:
         return self.ar_checkpoint if backend == "ar" else self.diffusion_checkpoint

@@ -1,0 +1,199 @@
+"""The real pair's pieces on a small random Llama: LoRA merge, adapter round trip through the
+loader, chat framing, and token-shifted block diffusion batched vs one at a time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from dllmflow.models.loader import CHECKPOINT_DIR, load_backend
+from dllmflow.models.lora import attach_lora, load_adapter, merge_adapter, save_adapter
+from dllmflow.models.modeling_llama import build_from_base
+from dllmflow.models.real_pair import MASK_TOKEN, PAD_TOKEN
+from dllmflow.models.sampling.ar import ARSampler
+from dllmflow.models.sampling.base import ChatPrompt, GenerationRequest
+from dllmflow.models.sampling.diffusion import DiffusionSampler
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A tiny Llama saved like an imported base: weights, a chat tokenizer, a manifest."""
+    path = tmp_path_factory.mktemp("state") / "models" / "smollm2-135m"
+    tok = AutoTokenizer.from_pretrained(str(CHECKPOINT_DIR / "tokenizer"))
+    tok.add_special_tokens(
+        {"additional_special_tokens": [MASK_TOKEN, PAD_TOKEN, "<|im_start|>", "<|im_end|>"]}
+    )
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = CHAT_TEMPLATE
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "manifest.json").write_text(json.dumps({"format": 1}))
+    return path
+
+
+def _pair_kwargs(tok) -> dict:
+    return dict(
+        block_size=4,
+        mask_token_id=tok.convert_tokens_to_ids(MASK_TOKEN),
+        pad_token_id=tok.convert_tokens_to_ids(PAD_TOKEN),
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        lora_rank=4,
+        lora_alpha=8.0,
+    )
+
+
+def _tok(base_dir):
+    from dllmflow.models.real_pair import load_pair_tokenizer
+
+    return load_pair_tokenizer(base_dir)
+
+
+def _trained_adapter(model) -> None:
+    """Random LoRA factors and mask vector, as if trained."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_b" in name or "mask_embedding" in name:
+                p.normal_(std=0.05)
+
+
+@pytest.mark.parametrize("kind", ["ar", "diffusion"])
+def test_merged_adapter_equals_wrapped_model(base_dir, tmp_path, kind):
+    tok = _tok(base_dir)
+    wrapped = build_from_base(base_dir, kind, **_pair_kwargs(tok)).eval()
+    attach_lora(wrapped, 4, 8.0)
+    _trained_adapter(wrapped)
+    extra = ["embed.mask_embedding"] if kind == "diffusion" else []
+    save_adapter(wrapped, tmp_path / "adapter.safetensors", extra)
+    plain = build_from_base(base_dir, kind, **_pair_kwargs(tok)).eval()
+    applied = merge_adapter(plain, load_adapter(tmp_path / "adapter.safetensors"), 8.0)
+    assert applied == 2 * 7 * 2 + len(extra)  # 7 projections x 2 layers, A and B each
+    ids = torch.randint(10, 200, (2, 16))
+    ids[:, -4:] = tok.mask_token_id
+    with torch.no_grad():
+        want, got = wrapped(ids).logits, plain(ids).logits
+    # The saved adapter is bf16, so the merged weights differ by its rounding only.
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=0)
+    base = build_from_base(base_dir, kind, **_pair_kwargs(tok)).eval()
+    with torch.no_grad():
+        assert (base(ids).logits - got).abs().max() > 1e-2  # the adapter changed something
+
+
+def test_adapter_names_an_unknown_module(base_dir):
+    tok = _tok(base_dir)
+    model = build_from_base(base_dir, "ar", **_pair_kwargs(tok))
+    bad = {"blocks.0.nope.lora_a": torch.zeros(4, 64), "blocks.0.nope.lora_b": torch.zeros(64, 4)}
+    with pytest.raises(ValueError, match=r"blocks\.0\.nope"):
+        merge_adapter(model, bad, 8.0)
+
+
+def _save_pair(base_dir, out, kind) -> None:
+    tok = _tok(base_dir)
+    model = build_from_base(base_dir, kind, **_pair_kwargs(tok))
+    attach_lora(model, 4, 8.0)
+    _trained_adapter(model)
+    out.mkdir(parents=True)
+    model.config.save_pretrained(out)
+    extra = ["embed.mask_embedding"] if kind == "diffusion" else []
+    save_adapter(model, out / "adapter.safetensors", extra)
+
+
+@pytest.fixture
+def pair_dirs(base_dir, tmp_path, monkeypatch):
+    from dllmflow.config import get_settings
+
+    monkeypatch.setenv("DLLMFLOW_STATE_DIR", str(base_dir.parent.parent))
+    get_settings.cache_clear()
+    dirs = {kind: tmp_path / kind for kind in ("ar", "diffusion")}
+    for kind, path in dirs.items():
+        _save_pair(base_dir, path, kind)
+    yield dirs
+    get_settings.cache_clear()
+
+
+def test_loader_round_trip_gives_chat_samplers(pair_dirs):
+    ar = load_backend(pair_dirs["ar"])
+    diffusion = load_backend(pair_dirs["diffusion"])
+    assert isinstance(ar.sampler, ARSampler) and isinstance(diffusion.sampler, DiffusionSampler)
+    assert diffusion.sampler.shift and ar.sampler.chat is not None
+    ids = ar.sampler.encode_prompt("Question: who?", 16)
+    text = ar.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert "Question: who?" in text
+    assert ar.model.config.max_position == 2048  # the base's positions, not 640
+
+
+def test_chat_prompt_truncates_the_context_not_the_template(pair_dirs):
+    tok = load_backend(pair_dirs["ar"]).tokenizer
+    chat = ChatPrompt(tok)
+    room = len(chat.prefix_ids) + len(chat.suffix_ids) + 5
+    ids = chat.encode("one two three four five six seven eight nine ten", room)
+    assert len(ids) == room
+    assert ids[: len(chat.prefix_ids)] == chat.prefix_ids
+    assert ids[-len(chat.suffix_ids) :] == chat.suffix_ids
+    with pytest.raises(ValueError, match="cannot hold the chat template"):
+        chat.encode("x", len(chat.prefix_ids))
+
+
+def test_missing_base_model_says_how_to_import(pair_dirs, tmp_path, monkeypatch):
+    from dllmflow.config import get_settings
+    from dllmflow.models.base_import import BaseModelError
+
+    monkeypatch.setenv("DLLMFLOW_STATE_DIR", str(tmp_path / "empty"))
+    get_settings.cache_clear()
+    with pytest.raises(BaseModelError, match="dllmflow models import"):
+        load_backend(pair_dirs["ar"])
+
+
+@pytest.mark.parametrize("kind", ["ar", "diffusion"])
+def test_batched_decoding_matches_one_at_a_time(pair_dirs, kind):
+    backend = load_backend(pair_dirs[kind])
+    prompts = ["Question: a?", "Question: a much longer question about b and c?", "Q: d"]
+    requests = [
+        GenerationRequest(prompt=p, max_new_tokens=12, tau=0.5, stop_at_action_close=False)
+        for p in prompts
+    ]
+    single = [backend.sampler.generate(r).token_ids for r in requests]
+    again = [
+        GenerationRequest(prompt=p, max_new_tokens=12, tau=0.5, stop_at_action_close=False)
+        for p in prompts
+    ]
+    batched = [r.token_ids for r in backend.sampler.generate_batch(again, max_batch=3)]
+    assert batched == single
+    assert all(single)  # every request decoded something
+
+
+def test_shifted_diffusion_commits_what_the_shifted_logits_say(pair_dirs):
+    """First pass of a turn: the committed tokens are the argmax of the logits one position to
+    the left (the last context token for the block's first position)."""
+    backend = load_backend(pair_dirs["diffusion"])
+    sampler, model = backend.sampler, backend.model
+    request = GenerationRequest(prompt="Question: a?", max_new_tokens=4, tau=0.0)
+    state = sampler.start(request)
+    sampler.step([state])
+    seq = [sampler.pad_id] * state.pad + state.prompt_ids + [sampler.mask_id] * 4
+    with torch.no_grad():
+        logits = model(torch.tensor([seq])).logits[0]
+    t = len(seq) - 4
+    want = logits[t - 1 : t + 3].argmax(-1).tolist()
+    got = state.generated if state.done else state.block_tokens.tolist()
+    assert got[: len(want)] == want[: len(got)]

@@ -27,8 +27,16 @@ from .local_search import InMemorySearch
 from .world import eval_seeds, generate_world, read_corpus, read_questions
 
 
-def make_policy(name: str, *, p_react: bool = False, tau: float = 0.9, device: str = "cpu"):
-    """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy."""
+def make_policy(
+    name: str,
+    *,
+    p_react: bool = False,
+    tau: float = 0.9,
+    device: str = "cpu",
+    concurrency: int = 1,
+):
+    """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy; with
+    ``concurrency`` > 1 the turns of concurrent episodes share one continuous batch."""
     from .policy import ModelPolicy, OraclePolicy
 
     if name == "oracle":
@@ -36,7 +44,31 @@ def make_policy(name: str, *, p_react: bool = False, tau: float = 0.9, device: s
     from .loader import load_backend
 
     backend = load_backend(name, device=device)
-    return ModelPolicy(backend.sampler, tau=tau, action_first=p_react)
+    if concurrency <= 1:
+        return ModelPolicy(backend.sampler, tau=tau, action_first=p_react)
+    return BatchedPolicy(backend.sampler, tau=tau, action_first=p_react, max_batch=concurrency)
+
+
+class BatchedPolicy:
+    """A ModelPolicy whose turns go through a step-level continuous-batching scheduler (the
+    one the serving replicas run), so episodes on several threads decode together."""
+
+    def __init__(self, sampler, *, max_batch: int, **policy_kw: Any) -> None:
+        from dllmflow.workers.serving.scheduler import BatchScheduler
+
+        from .policy import ModelPolicy
+
+        self.policy = ModelPolicy(sampler, **policy_kw)
+        self.scheduler = BatchScheduler(sampler, max_batch=max_batch, name="offline-eval")
+
+    def __call__(self, role: str, question: Mapping[str, Any], history: Sequence[Any]):
+        from .episode import PolicyTurn
+
+        result = self.scheduler.submit(self.policy.request(role, question, history)).result()
+        return PolicyTurn(result.result.text, result.result.to_dict())
+
+    def close(self) -> None:
+        self.scheduler.stop()
 
 
 def summarize(episodes: Sequence[Episode]) -> dict[str, Any]:
@@ -63,6 +95,7 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, Any]:
         "turn_decode_s_p95": sorted(decode)[int(0.95 * (len(decode) - 1))] if decode else None,
         "time_to_action_s_mean": statistics.mean(ready) if ready else None,
         "episode_s_mean": statistics.mean(ep.seconds for ep in episodes) if episodes else None,
+        "episode_s_p50": statistics.median(ep.seconds for ep in episodes) if episodes else None,
         "stop_reasons": dict(Counter(s["stop_reason"] for s in stats)),
         "accuracy_by_hops": _by_hops(episodes),
     }
@@ -82,15 +115,22 @@ def evaluate(
     *,
     max_turns: int = 16,
     on_episode: Callable[[int, Episode], None] | None = None,
+    concurrency: int = 1,
 ) -> tuple[dict[str, Any], list[Episode]]:
-    """Run one episode per question; returns (summary metrics, episodes)."""
+    """Run one episode per question (``concurrency`` at a time, each on its own thread);
+    returns (summary metrics, episodes in question order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     tools = InMemorySearch(corpus)
-    episodes = []
-    for i, q in enumerate(questions):
-        ep = run_episode(policy, q, tools, max_turns=max_turns)
-        episodes.append(ep)
+
+    def one(i: int) -> Episode:
+        ep = run_episode(policy, questions[i], tools, max_turns=max_turns)
         if on_episode is not None:
             on_episode(i, ep)
+        return ep
+
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        episodes = list(pool.map(one, range(len(questions))))
     return summarize(episodes), episodes
 
 
@@ -105,6 +145,8 @@ def evaluate_policy(
     tau: float = 0.9,
     device: str = "cpu",
     progress: bool = True,
+    concurrency: int = 1,
+    episodes_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """The `dllmflow eval` entry point: metrics of one policy on held-out (or given) questions."""
     if (corpus_path is None) != (questions_path is None):
@@ -118,7 +160,7 @@ def evaluate_policy(
         world = generate_world(seed, n_questions=n_questions)
         corpus, questions = world.documents, world.questions
         source = {"eval_world_seed": seed}
-    pol = make_policy(policy, p_react=p_react, tau=tau, device=device)
+    pol = make_policy(policy, p_react=p_react, tau=tau, device=device, concurrency=concurrency)
     t0 = time.time()
 
     def report(i: int, ep: Episode) -> None:
@@ -126,16 +168,43 @@ def evaluate_policy(
             mark = "ok " if ep.correct else "-- "
             print(f"{mark}{i + 1}/{len(questions)} turns={len(ep.turns)}", file=sys.stderr)
 
-    summary, _ = evaluate(pol, questions, corpus, on_episode=report)
+    try:
+        summary, episodes = evaluate(
+            pol, questions, corpus, on_episode=report, concurrency=concurrency
+        )
+    finally:
+        if hasattr(pol, "close"):
+            pol.close()
+    if episodes_out is not None:
+        write_episodes(episodes, episodes_out)
     return {
         "policy": policy,
         "p_react": p_react,
         "tau": tau,
         **source,
         "questions": len(questions),
+        "concurrency": concurrency,
         "seconds": round(time.time() - t0, 1),
         **summary,
     }
+
+
+def write_episodes(episodes: Sequence[Episode], path: str | Path) -> None:
+    """One JSON line per episode: answer, correctness, seconds and every turn's text."""
+    with open(path, "w") as f:
+        for ep in episodes:
+            row = {
+                "question_id": ep.question_id,
+                "answer": ep.final_answer,
+                "correct": ep.correct,
+                "seconds": round(ep.seconds, 3),
+                "tool_calls": ep.tool_calls,
+                "turns": [
+                    {"role": t.role, "text": t.text, "valid": t.valid, "error": t.error}
+                    for t in ep.turns
+                ],
+            }
+            f.write(json.dumps(row) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--p-react", action="store_true", help="action-first decoding")
     ap.add_argument("--tau", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--concurrency", type=int, default=1, help="episodes decoded together")
+    ap.add_argument("--episodes-out", help="write each episode's turns to this JSONL file")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     import torch
@@ -161,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         questions_path=a.qa,
         p_react=a.p_react,
         tau=a.tau,
+        device=a.device,
+        concurrency=a.concurrency,
+        episodes_out=a.episodes_out,
     )
     text = json.dumps(result, indent=2)
     print(text)

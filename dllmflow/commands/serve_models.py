@@ -1,4 +1,5 @@
-"""`dllmflow models status | warm | stop`: the Ray model replicas behind the episode worker."""
+"""`dllmflow models status | warm | stop`: the Ray model replicas behind the episode worker;
+`dllmflow models import`: a pretrained base model (commands/models_import.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import typer
 from rich.table import Table
 
 from dllmflow.commands.common import console, print_json, settings, user_errors
+from dllmflow.commands.models_import import import_command
 
-app = typer.Typer(help="Model replicas on Ray: status, warm-up, stop.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model replicas on Ray: status, warm-up, stop; import a pretrained base model.",
+    no_args_is_help=True,
+)
+app.command("import")(user_errors(import_command))
 
 
 @app.command("status")

@@ -980,18 +980,20 @@ def _prose_candidates(doc: dict[str, Any], rng: random.Random) -> list[tuple[str
     first = _first_sentence(raw)
     if first:
         words = first.split()
-        if len(words) > 7 and rng.random() < 0.3:
+        if len(words) > 6 and rng.random() < 0.35:
             # A vaguer question (people rarely quote the whole description): search may miss.
-            words = words[: rng.randint(4, 6)]
+            words = words[: rng.randint(3, 6)]
             first = " ".join(words).rstrip(",;:")
             words = first.split()
-        is_verb = words[0] not in _NOT_VERBS and not words[0].endswith(("ed", "ing", "al", "ic"))
+        is_verb = words[0] not in _NOT_VERBS and not words[0].endswith(
+            ("ed", "ing", "al", "ic", "ly")
+        )
         rest = " ".join(words[1:])
         vp = f"{_third_person(words[0])} {rest}" if is_verb else None
         inf = f"{_base_form(words[0])} {rest}" if is_verb else None
         np = _lower_first(first)
         if words[0] in _NOT_VERBS and words[0] not in _ARTICLES:
-            np = ("an " if np[0] in "aeiou" else "a ") + np
+            np = ("an " if np[0] in "aeio" else "a ") + np
         q = None
         if kind == "function" and vp:
             q = rng.choice(_WHICH_FUNC).format(vp=vp, inf=inf, module=module)
@@ -1042,6 +1044,31 @@ def _prose_candidates(doc: dict[str, Any], rng: random.Random) -> list[tuple[str
     return out
 
 
+_SYNONYMS = {
+    "returns": "gives back", "return": "give back", "creates": "makes", "create": "make",
+    "computes": "calculates", "compute": "calculate", "calculates": "works out",
+    "checks": "tests", "check": "test", "gets": "fetches", "get": "fetch", "sets": "assigns",
+    "number": "count", "given": "supplied", "specified": "given", "object": "instance",
+    "instance": "object", "list": "sequence", "converts": "turns", "convert": "turn",
+    "determines": "figures out", "removes": "deletes", "remove": "delete", "adds": "appends",
+    "generates": "produces", "generate": "produce", "whether": "if", "value": "setting",
+    "retrieves": "gets", "retrieve": "get", "initializes": "sets up", "initialize": "set up",
+}  # fmt: skip
+
+
+def _paraphrase(text: str, rng: random.Random, p: float) -> str:
+    """Swap some common words for synonyms (outside ``_HOLE`` markers)."""
+
+    def swap(m: re.Match) -> str:
+        w = m.group(0)
+        alt = _SYNONYMS.get(w.lower())
+        if alt is None or rng.random() >= p:
+            return w
+        return alt.capitalize() if w[0].isupper() else alt
+
+    return re.sub(r"[A-Za-z]+", swap, text)
+
+
 def _rank(tools: InMemorySearch, question: str, doc_id: str, k: int = 10) -> int | None:
     for i, r in enumerate(tools.search(question, k=k)):
         if r["id"] == doc_id:
@@ -1079,6 +1106,7 @@ def prose_questions(
             if answer.lower() not in (doc["text"] + " " + doc["title"]).lower():
                 continue
             q = template[0].upper() + template[1:] if template[:1] != _HOLE else template
+            q = _paraphrase(q, rng, rng.choice([0.0, 0.0, 0.5, 1.0]))
             text = add_noise(q, holes, rng)
             rank = _rank(tools, text, doc["id"])
             record: dict[str, Any] = {
@@ -1091,7 +1119,7 @@ def prose_questions(
             record.update(doc_id=doc["id"], kind=kind, rank=rank)
             (good if rank is not None and rank < 4 else low).append(record)
             break
-        if len(good) >= n:
+        if len(good) >= n and len(low) >= n * low_share:
             break
     n_low = min(len(low), round(n * low_share))
     picked = good[: n - n_low] + low[:n_low]
@@ -1103,6 +1131,11 @@ def _prose_job(args: tuple[int, int, int]) -> list[tuple[dict, list[Step]]]:
     group, n_questions, seed = args
     docs = _PROSE_DOCS[group]
     rng = random.Random(f"agent-prose-{seed}-{group}")
+    style = rng.choice(_DOC_ID_STYLES)
+    ids: dict[str, None] = {}
+    while len(ids) < len(docs):  # each corpus its own id style: fetch ids must be copied
+        ids.setdefault(_doc_id(style, rng.randrange(100_000), rng))
+    docs = [{**d, "id": new} for d, new in zip(docs, ids, strict=True)]
     records = prose_questions(docs, rng, n_questions)
     tools = InMemorySearch([public_doc(d) for d in docs])
     return [(r, oracle_episode(r, tools)) for r in records]
@@ -1117,7 +1150,9 @@ def prose_examples(
     """Oracle episodes for ``n_questions`` docstring questions over corpora of ``corpus_size``
     documents (each question's document among many distractors) drawn from ``n_docs``."""
     rng = random.Random(f"agent-prose-{seed}")
+    t0 = time.time()
     docs = docstring_corpus(n_docs, rng, workers=workers)
+    print(f"  docstring corpus: {len(docs)} documents ({time.time() - t0:.0f}s)", file=sys.stderr)
     rng.shuffle(docs)
     groups = [docs[i : i + corpus_size] for i in range(0, len(docs), corpus_size)]
     groups = [g for g in groups if len(g) >= corpus_size // 2] or groups

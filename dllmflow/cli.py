@@ -45,12 +45,19 @@ def print_health(rows: list[Health], as_json: bool) -> None:
 @user_errors
 def up(
     as_json: bool = typer.Option(False, "--json", help="Print component health as JSON."),
+    supervise: bool = typer.Option(
+        True, help="Leave a supervisor that restarts a component that dies, with backoff."
+    ),
 ) -> None:
     """Start the embedded servers (idempotent) and migrate the database."""
     from dllmflow.stack import manager
 
     s = settings()
-    rows = manager.up(s, progress=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False))
+    rows = manager.up(
+        s,
+        progress=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False),
+        supervise=supervise,
+    )
     print_health(rows, as_json)
     if not all(h.healthy for h in rows):
         raise typer.Exit(1)

@@ -418,6 +418,32 @@ class ApiComponent(Component):
         return record
 
 
+class SupervisorComponent(Component):
+    """stack.supervisor: restarts any recorded component whose process died, with backoff."""
+
+    name = "supervisor"
+
+    def health(self) -> Health:
+        from dllmflow.stack import supervisor
+
+        health = Health("supervisor", False, str(supervisor.state_path(self.settings)), True)
+        health.healthy = supervisor.alive(self.settings)
+        paused = supervisor.pause_path(self.settings).exists()
+        health.detail = "paused" if paused else ("watching" if health.healthy else "not running")
+        return health
+
+    def start(self) -> ProcessRecord:
+        argv = [sys.executable, "-m", "dllmflow.stack.supervisor"]
+        record = spawn(argv, self.log_path, env=settings_env(self.settings))
+        self._wait_healthy(record)
+        return record
+
+    def stop(self, record: ProcessRecord) -> None:
+        # Only the supervisor itself: the servers it restarted are its children, and `down`
+        # stops each of them gracefully in turn.
+        terminate_tree(record, timeout=10.0, only_root=True)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as DLLMFLOW_* variables, so a child process sees the same configuration."""
     env = {}
@@ -445,6 +471,7 @@ COMPONENTS: dict[str, Callable[[Settings], Component]] = {
     "ray": RayComponent,
     "worker": WorkerComponent,
     "api": ApiComponent,
+    "supervisor": SupervisorComponent,
 }
 
 

@@ -138,34 +138,35 @@ def ray_auth_token() -> str | None:
 
 
 def check_worker(settings: Settings, timeout: float = 5.0) -> Health:
-    """Healthy when Temporal reports a live poller on the episode task queue."""
+    """Healthy when a worker on the task queue is live by its own heartbeat (stack.liveness):
+    its pid is running and it rewrote its heartbeat file within the last few seconds (Temporal's
+    poller list keeps a dead worker's pollers for minutes, so it is not asked)."""
+    from dllmflow.stack.liveness import live_workers
+
     health = Health("worker", False, settings.task_queue, True, version=__version__)
-    try:
-        pollers = asyncio.run(asyncio.wait_for(_pollers(settings), timeout))
-        health.healthy = pollers > 0
-        health.detail = f"{pollers} poller(s) on task queue {settings.task_queue!r}"
-    except Exception as exc:
-        health.detail = _first_line(exc) or type(exc).__name__
+    live = live_workers(settings)
+    health.healthy = bool(live)
+    if live:
+        pids = ", ".join(str(beat.pid) for beat in live)
+        health.detail = f"{len(live)} live worker(s) (pid {pids}) on {settings.task_queue!r}"
+    else:
+        health.detail = f"no live worker on task queue {settings.task_queue!r}"
     return health
 
 
-async def _pollers(settings: Settings) -> int:
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-    from temporalio.client import Client
-
-    client = await Client.connect(
-        settings.effective_temporal_address, namespace=settings.temporal_namespace
-    )
-    reply = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=settings.temporal_namespace,
-            task_queue=TaskQueue(name=settings.task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-        )
-    )
-    return len(reply.pollers)
+def supervisor_note(settings: Settings, name: str) -> str:
+    """What the supervisor says about a component it is restarting ("" when nothing)."""
+    path = settings.state_dir / "supervisor.json"
+    try:
+        state = json.loads(path.read_text()).get(name) or {}
+    except (OSError, ValueError):
+        return ""
+    if state.get("state") != "restarting":
+        return ""
+    note = f"supervisor restarting it (attempt {state.get('attempts', 1)})"
+    if state.get("error"):
+        note += f", last error: {state['error']}"
+    return note
 
 
 def check_api(settings: Settings, timeout: float = 3.0) -> Health:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from dllmflow.config import Settings
 from dllmflow.stack.components import COMPONENTS, StackError
-from dllmflow.stack.health import CHECKS, Health, check_api, check_worker
+from dllmflow.stack.health import CHECKS, Health, check_api, check_worker, supervisor_note
 from dllmflow.stack.process import ProcessRecord
 
-ORDER = ("postgres", "redis", "temporal", "ray", "worker", "api")
+ORDER = ("postgres", "redis", "temporal", "ray", "worker", "api", "supervisor")
 SERVICES = ("postgres", "redis", "temporal", "ray")  # external when their DLLMFLOW_* URL is set
 EXTERNAL_SETTING = {
     "postgres": "DLLMFLOW_DATABASE_URL",
@@ -54,21 +54,33 @@ def ensure_state_dir(settings: Settings) -> Path:
 
 
 @contextmanager
-def stack_lock(settings: Settings) -> Iterator[None]:
-    """Serialise concurrent `up`/`down` calls on one state dir."""
+def stack_lock(settings: Settings, wait: bool = True) -> Iterator[bool]:
+    """Serialise concurrent `up`/`down` calls (and supervisor rounds) on one state dir.
+
+    With wait=False it yields False at once when someone else holds the lock."""
     ensure_state_dir(settings)
     with open(settings.state_dir / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def up(
-    settings: Settings, progress: Progress = lambda _: None, migrate: bool = True
+    settings: Settings,
+    progress: Progress = lambda _: None,
+    migrate: bool = True,
+    supervise: bool = False,
 ) -> list[Health]:
-    """Start every embedded component that is not already healthy; check the external ones."""
+    """Start every embedded component that is not already healthy; check the external ones.
+
+    With `supervise` (what `dllmflow up` does) a supervisor is left running that restarts any
+    of them that dies (stack.supervisor)."""
     with stack_lock(settings):
         state = StackState(settings.state_dir)
         records = state.load()
@@ -86,6 +98,8 @@ def up(
                     )
                 progress(f"{name}: external at {health.address} ({health.version})")
                 continue
+            if name == "supervisor" and not supervise:
+                continue
             component = COMPONENTS[name](settings)
             record = records.get(name)
             if record and record.alive():
@@ -101,7 +115,42 @@ def up(
             records[name] = component.start()
             state.save(records)
             progress(f"{name}: started (pid {records[name].pid})")
+    reconcile(settings, progress)
     return status(settings)
+
+
+def reconcile(settings: Settings, progress: Progress = lambda _: None) -> list[str]:
+    """Start the workflow of every queued episode that has none (a submit that died between
+    its row and its workflow). A failure is reported, never raised: `up` did its own job."""
+    import asyncio
+
+    from dllmflow.workflows.service import EpisodeService
+
+    async def go() -> list[str]:
+        return await (await EpisodeService.connect(settings)).reconcile()
+
+    try:
+        started = asyncio.run(go())
+    except Exception as exc:
+        progress(f"episodes: queued episodes not reconciled ({str(exc).splitlines()[0]})")
+        return []
+    if started:
+        progress(f"episodes: started {len(started)} queued episode(s) that had no workflow")
+    return started
+
+
+@contextmanager
+def supervision_paused(settings: Settings) -> Iterator[None]:
+    """While inside, the supervisor restarts nothing (a fault test keeps a server down)."""
+    from dllmflow.stack.supervisor import pause_path
+
+    path = pause_path(settings)
+    ensure_state_dir(settings)
+    path.touch()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _migrate(settings: Settings) -> str:
@@ -128,8 +177,30 @@ def down(settings: Settings, progress: Progress = lambda _: None) -> list[str]:
     return stopped
 
 
+def stop(settings: Settings, name: str) -> bool:
+    """Stop one recorded component (e.g. the supervisor); True when it was running."""
+    with stack_lock(settings):
+        state = StackState(settings.state_dir)
+        records = state.load()
+        record = records.pop(name, None)
+        if record is not None and record.alive():
+            COMPONENTS[name](settings).stop(record)
+        state.save(records)
+    return bool(record)
+
+
 def status(settings: Settings) -> list[Health]:
-    return [CHECKS[name](settings) for name in SERVICES] + [
+    """Every component's health; one the supervisor is restarting says so in its detail."""
+    from dllmflow.stack.components import SupervisorComponent
+
+    rows = [CHECKS[name](settings) for name in SERVICES] + [
         check_worker(settings),
         check_api(settings),
     ]
+    for row in rows:
+        note = supervisor_note(settings, row.name)
+        if note:
+            row.detail = f"{row.detail}; {note}" if row.detail else note
+    if "supervisor" in StackState(settings.state_dir).load():
+        rows.append(SupervisorComponent(settings).health())
+    return rows

@@ -59,12 +59,18 @@ def spawn(
     return ProcessRecord.of(proc.pid)
 
 
-def terminate_tree(record: ProcessRecord, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
-    """Stop a process and every descendant; escalate to SIGKILL after `timeout` seconds."""
+def terminate_tree(
+    record: ProcessRecord,
+    timeout: float = 20.0,
+    sig: int = signal.SIGTERM,
+    only_root: bool = False,
+) -> None:
+    """Stop a process and every descendant (only the process itself with `only_root`);
+    escalate to SIGKILL after `timeout` seconds."""
     if not record.alive():
         return
     root = psutil.Process(record.pid)
-    family = [root, *root.children(recursive=True)]
+    family = [root] if only_root else [root, *root.children(recursive=True)]
     # The root first: servers like `ray start --block` shut their own children down cleanly.
     try:
         root.send_signal(sig)

@@ -14,6 +14,7 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from dllmflow.config import Settings, get_settings
+from dllmflow.stack.liveness import HEARTBEAT_S, clear_heartbeat, write_heartbeat
 from dllmflow.workers.turns import TurnGenerator
 from dllmflow.workflows.activities import EpisodeActivities
 from dllmflow.workflows.episode import EpisodeWorkflow
@@ -64,7 +65,22 @@ async def run_worker(settings: Settings) -> None:
                 f"{settings.effective_temporal_address}",
                 flush=True,
             )
-            await stop.wait()
+            beating = asyncio.create_task(heartbeat_forever(settings))
+            try:
+                await stop.wait()
+            finally:
+                beating.cancel()
+                clear_heartbeat(settings)
+
+
+async def heartbeat_forever(settings: Settings) -> None:
+    """This worker's own liveness record (stack.liveness), rewritten while it polls."""
+    while True:
+        try:
+            await asyncio.to_thread(write_heartbeat, settings)
+        except OSError as exc:
+            print(f"worker heartbeat not written: {exc}", flush=True)
+        await asyncio.sleep(HEARTBEAT_S)
 
 
 def main() -> None:

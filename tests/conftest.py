@@ -69,3 +69,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         for key in env:
             os.environ.pop(key, None)
         get_settings.cache_clear()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that boots the stack must say so: `-m "not integration"` starts no server."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "stack" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that use the `stack` fixture need the `integration` marker:\n  "
+            + "\n  ".join(unmarked)
+        )

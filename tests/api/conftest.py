@@ -3,13 +3,11 @@ seeded episodes, checkpoints, a dead letter and an eval run to look at."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,51 +281,16 @@ def seeded(stack: Settings) -> Seeded:
 world_questions = workflow_fixtures.world_questions
 
 
-def _in_process_worker(settings: Settings) -> Callable[[], None]:
-    """Start build_worker's Worker on its own event loop in a thread; returns a stop function."""
-    from dllmflow.workers.episode_worker import (
-        MAX_CONCURRENT_ACTIVITIES,
-        build_worker,
-        temporal_client,
-    )
-
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def main() -> None:
-        holder["stop"] = asyncio.Event()
-        client = await temporal_client(settings)
-        with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES) as pool:
-            async with build_worker(client, settings, pool):
-                ready.set()
-                await holder["stop"].wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    if not ready.wait(60):
-        raise RuntimeError("the in-process worker did not start")
-
-    def stop() -> None:
-        loop.call_soon_threadsafe(holder["stop"].set)
-        thread.join(timeout=30)
-
-    return stop
-
-
 @pytest.fixture(scope="session")
-def episode_worker(stack: Settings) -> Iterator[str]:
-    """The stack's worker process when it polls the task queue, else one started in-process."""
+def episode_worker(stack: Settings) -> str:
+    """The stack's own worker process, live on the task queue; a missing one fails the test
+    (it is part of what these tests check) rather than being stood in for."""
     from dllmflow.stack.health import check_worker
+    from dllmflow.stack.process import wait_until
 
-    if check_worker(stack).healthy:
-        yield "stack"
-        return
-    stop = _in_process_worker(stack)
-    try:
-        yield "in-process"
-    finally:
-        stop()
+    if not wait_until(lambda: check_worker(stack).healthy, 60):
+        pytest.fail(f"the stack's episode worker is not running: {check_worker(stack).detail}")
+    return "stack"
 
 
 @dataclass

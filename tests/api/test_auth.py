@@ -18,6 +18,8 @@ from dllmflow.api.auth import (
 )
 from dllmflow.config import load_settings
 
+pytestmark = pytest.mark.integration
+
 PROTECTED = [
     ("GET", "/api/episodes"),
     ("POST", "/api/episodes"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+pytestmark = pytest.mark.integration
+
 NEGATIVE = "greater than 0"
 CASES = [
     ({"question": "q", "policy": "gpt-9"}, "policy", "unknown policy 'gpt-9'"),
@@ -56,15 +58,16 @@ def test_query_and_path_parameters_are_named(client: httpx.Client) -> None:
 
 
 def test_unknown_ids_are_404_json(client: httpx.Client, seeded) -> None:
-    paths = [
-        "/api/episodes/ep-missing",
-        "/api/episodes/ep-missing/turns",
-        "/api/episodes/ep-missing/events",
-        f"/api/episodes/{seeded.completed}/checkpoints/0",
-        "/api/eval-runs/nope",
-    ]
-    for path in paths:
+    # Each 404 names the id that was not found.
+    paths = {
+        "/api/episodes/ep-missing": "ep-missing",
+        "/api/episodes/ep-missing/turns": "ep-missing",
+        "/api/episodes/ep-missing/events": "ep-missing",
+        f"/api/episodes/{seeded.completed}/checkpoints/0": "has no checkpoint 0",
+        "/api/eval-runs/nope": "no eval run with id 'nope",
+    }
+    for path, named in paths.items():
         reply = client.get(path)
         assert reply.status_code == 404, path
-        assert "ep-missing" in reply.json()["error"] or "no " in reply.json()["error"]
+        assert named in reply.json()["error"], (path, reply.json())
     assert client.post("/api/dlq/1-0/retry").status_code == 404

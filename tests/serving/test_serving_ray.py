@@ -23,6 +23,8 @@ from dllmflow.workers.serving.replicas import replica_name
 from dllmflow.workers.serving.settings import BACKENDS, NAMESPACE
 from dllmflow.workers.turns import GenerateRequest, NotConverged
 
+pytestmark = pytest.mark.integration
+
 QUESTION = {"question": "Where was Alma Verner born?"}
 
 

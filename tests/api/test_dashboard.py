@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from dllmflow.api.auth import COOKIE_NAME
+from dllmflow.store.streams import DeadLetter, DeadLetterQueue
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -45,9 +49,28 @@ def test_running_episode_page_follows_progress(browser_client: httpx.Client, see
     assert 'id="waterfall-empty"' in page
 
 
-def test_dlq_ab_and_reference_pages(browser_client: httpx.Client, seeded) -> None:
+def test_dlq_ab_and_reference_pages(browser_client: httpx.Client, stack, seeded) -> None:
+    entry = DeadLetterQueue(stack).add(
+        DeadLetter(
+            episode_id=seeded.dead,
+            step=2,
+            kind="seek",
+            error="shown on the page <b>escaped</b>",
+            attempts=3,
+            last_checkpoint_id=None,
+            policy="diffusion",
+            budgets={},
+            at=time.time(),
+        )
+    )
     dlq = browser_client.get("/dlq").text
     assert "Dead letters" in dlq
+    row = dlq[dlq.index(f'<tr data-entry="{entry}">') :]
+    row = row[: row.index("</tr>")]
+    assert f'<a href="/episodes/{seeded.dead}">' in row
+    assert "shown on the page &lt;b&gt;escaped&lt;/b&gt;" in row
+    assert f'data-url="/api/dlq/{entry}/retry"' in row
+    assert 'data-url="/api/dlq"' in dlq  # the purge button, shown when there are entries
     ab = browser_client.get("/ab").text
     assert seeded.eval_run in ab and "latency_mean_s" in ab and "-29%" in ab
     assert 'data-policy="diffusion"' in ab

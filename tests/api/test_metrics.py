@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dllmflow.store.checkpoints import CheckpointStore
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.streams import DeadLetter, DeadLetterQueue
 from tests.api.conftest import SEEDED_AR, SEEDED_DLLM
+
+pytestmark = pytest.mark.integration
 
 
 def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
@@ -19,24 +27,61 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
     return samples
 
 
+def test_metrics_are_counted_at_scrape_time(client: httpx.Client, stack, seeded) -> None:
+    # Other tests add rows too, so the check is the change between two scrapes around writes
+    # made here: one more completed episode, one more dead letter, one more tool call.
+    completed = ("dllmflow_episodes", (("status", "completed"),))
+    running = ("dllmflow_episodes", (("status", "running"),))
+    depth = ("dllmflow_dlq_depth", ())
+    tool = ("dllmflow_activity_seconds_count", (("backend", "tool"), ("kind", "tool")))
+    before = scrape(client)
+    assert before[running] >= 1 and before[depth] == DeadLetterQueue(stack).depth()
+    episode = EpisodeRepository(stack).create(question="Counted?", policy="ar", budgets={})
+    CheckpointStore(stack).save(
+        episode_id=episode.id,
+        step=0,
+        kind="tool",
+        key=f"{episode.id}/0/tool",
+        payload={"action": None, "ok": True, "result": [], "error": None, "latency_s": 0.1},
+        role="seeker",
+        backend="tool",
+        model="search",
+        timings={"tool_s": 0.1},
+    )
+    EpisodeRepository(stack).update(episode.id, status="completed", answer="yes")
+    DeadLetterQueue(stack).add(
+        DeadLetter(
+            episode_id=episode.id,
+            step=0,
+            kind="tool",
+            error="counted",
+            attempts=1,
+            last_checkpoint_id=None,
+            policy="ar",
+            budgets={},
+            at=time.time(),
+        )
+    )
+    after = scrape(client)
+    assert after[completed] == before[completed] + 1
+    assert after[running] == before[running]
+    assert after[depth] == before[depth] + 1
+    assert after[tool] == before[tool] + 1
+
+
 def test_metrics_cover_status_latency_adherence_and_tokens(client: httpx.Client, seeded) -> None:
     m = scrape(client)
-    assert m[("dllmflow_episodes", (("status", "completed"),))] >= 1
-    assert m[("dllmflow_episodes", (("status", "running"),))] >= 1
-    assert ("dllmflow_dlq_depth", ()) in m
     assert m[("dllmflow_metrics_source_up", (("source", "postgres"),))] == 1
     assert m[("dllmflow_metrics_source_up", (("source", "redis"),))] == 1
 
     # Seeded diffusion-like turns: decode 0.4, 0.3, 0.2 s; tokens 48+32+16 over 12+8+4 passes.
     plan = (("backend", SEEDED_DLLM), ("kind", "plan"))
     seek = (("backend", SEEDED_DLLM), ("kind", "seek"))
-    assert m[("dllmflow_activity_seconds_count", plan)] >= 1
+    assert m[("dllmflow_activity_seconds_count", plan)] == 1
     assert m[("dllmflow_activity_seconds_bucket", (*plan, ("le", "0.25")))] == 0
     assert m[("dllmflow_activity_seconds_bucket", (*plan, ("le", "0.5")))] == 1
     assert m[("dllmflow_activity_seconds_count", seek)] == 2
     assert abs(m[("dllmflow_activity_seconds_sum", seek)] - 0.5) < 1e-9
-    tool = (("backend", "tool"), ("kind", "tool"))
-    assert m[("dllmflow_activity_seconds_count", tool)] >= 2
 
     dllm = (("backend", SEEDED_DLLM),)
     assert m[("dllmflow_turns_total", dllm)] == 3

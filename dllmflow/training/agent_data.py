@@ -832,6 +832,10 @@ _NOT_VERBS = {
 }  # fmt: skip
 
 
+_DANGLING = {
+    "a", "an", "the", "to", "of", "from", "is", "are", "for", "with", "in", "and", "or", "if",
+    "whether", "by", "on", "at", "into", "that", "which", "as", "not", "be", "its", "this",
+}  # fmt: skip
 _ARTICLES = ("A", "An", "The", "This", "These")
 _CLASS_VERBS = {
     "Represents", "Implements", "Provides", "Manages", "Handles", "Stores", "Holds", "Wraps",
@@ -982,9 +986,12 @@ def _prose_candidates(doc: dict[str, Any], rng: random.Random) -> list[tuple[str
         words = first.split()
         if len(words) > 6 and rng.random() < 0.35:
             # A vaguer question (people rarely quote the whole description): search may miss.
-            words = words[: rng.randint(3, 6)]
-            first = " ".join(words).rstrip(",;:")
-            words = first.split()
+            short = words[: rng.randint(4, 6)]
+            while len(short) > 3 and short[-1].lower().strip(",;:") in _DANGLING:
+                short = short[:-1]
+            if short[-1].lower().strip(",;:") not in _DANGLING:
+                first = " ".join(short).rstrip(",;:")
+                words = first.split()
         is_verb = words[0] not in _NOT_VERBS and not words[0].endswith(
             ("ed", "ing", "al", "ic", "ly")
         )

@@ -4,7 +4,6 @@ checkpoint, the table is written, and a rerun resumes without new episodes or wo
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,8 @@ def test_sweep_runs_each_variant_on_its_own_worker(stack: Settings, tmp_path: Pa
     # Rerun: every variant is finished, so no worker starts and no episode is submitted.
     with transaction(stack) as session:
         before = session.scalar(select(func.count()).select_from(Episode))
-    started = time.perf_counter()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert time.perf_counter() - started < 30
     assert "worker on task queue" not in again.output
     with transaction(stack) as session:
         assert session.scalar(select(func.count()).select_from(Episode)) == before

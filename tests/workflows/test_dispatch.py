@@ -5,7 +5,6 @@ the activities' single-statement Postgres path rides out a dropped connection.""
 from __future__ import annotations
 
 import asyncio
-import statistics
 
 import pytest
 from sqlalchemy import Connection, text
@@ -33,23 +32,31 @@ async def _run(settings: Settings, record: dict):
     return episode.id, result, await handle.fetch_history()
 
 
-def test_activities_start_eagerly_and_history_replays(stack: Settings, world_questions) -> None:
+def test_each_activity_starts_once_after_its_schedule_and_history_replays(
+    stack: Settings, world_questions
+) -> None:
+    # How fast activities are dispatched (eagerly: microseconds) is measured by
+    # bench/dispatch.py; here: one scheduled and one started event per model turn and tool call,
+    # each start after its own schedule, first attempt, none failed.
     _, result, history = asyncio.run(_run(stack, world_questions[3]))
     assert result.status == "completed"
 
-    scheduled, gaps = {}, []
+    scheduled, started = {}, []
     for event in history.events:
         kind = event.WhichOneof("attributes")
-        at = event.event_time.ToMicroseconds() / 1e6
         if kind == "activity_task_scheduled_event_attributes":
-            scheduled[event.event_id] = at
+            scheduled[event.event_id] = event.activity_task_scheduled_event_attributes
         elif kind == "activity_task_started_event_attributes":
-            started = event.activity_task_started_event_attributes
-            gaps.append(at - scheduled[started.scheduled_event_id])
-    assert len(gaps) >= 4
-    # Eager: the server marks the activity started while completing the workflow task that
-    # scheduled it (microseconds apart); a task matched to a poller takes milliseconds.
-    assert statistics.median(gaps) < 0.001, f"activities were not dispatched eagerly: {gaps}"
+            attrs = event.activity_task_started_event_attributes
+            assert attrs.scheduled_event_id in scheduled and attrs.attempt == 1
+            assert event.event_id > attrs.scheduled_event_id
+            started.append(attrs.scheduled_event_id)
+        assert kind != "activity_task_failed_event_attributes"
+    assert sorted(started) == sorted(scheduled)  # every scheduled activity started, once
+    types = [a.activity_type.name for a in scheduled.values()]
+    assert types.count("model_turn") == result.turns and result.turns >= 4
+    assert types.count("tool_call") == result.tool_calls
+    assert types.count("start_episode") == types.count("finish_episode") == 1
 
     # The worker's runner replays the recorded history without nondeterminism errors.
     replayer = Replayer(workflows=[EpisodeWorkflow], workflow_runner=workflow_runner())

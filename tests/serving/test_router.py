@@ -47,6 +47,19 @@ def test_shadow_serves_routed_and_shadows_the_other() -> None:
 def test_bucket_is_uniform_enough_and_salted() -> None:
     assert 0 <= bucket("x", "ab") < 1
     assert bucket("x", "ab") != bucket("x", "shadow")
+    n, bins = 4000, 10
+    ab = [bucket(f"ep-{i}", "ab") for i in range(n)]
+    assert all(0 <= b < 1 for b in ab)
+    counts = [0] * bins
+    for b in ab:
+        counts[int(b * bins)] += 1
+    # Each tenth holds 400 +- 60 (3 sigma is about 57) and the mean is 0.5 +- 0.015.
+    assert all(340 <= c <= 460 for c in counts), counts
+    assert abs(sum(ab) / n - 0.5) < 0.015
+    # Salted: the shadow draw of an episode does not follow its A/B draw.
+    shadow = [bucket(f"ep-{i}", "shadow") for i in range(n)]
+    both_low = sum(a < 0.5 and s < 0.5 for a, s in zip(ab, shadow, strict=True))
+    assert abs(both_low / n - 0.25) < 0.03
 
 
 def test_unknown_policy_and_kind_are_named() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from dllmflow.models.sampling.base import GenerationRequest
@@ -31,15 +29,23 @@ def test_batched_greedy_equals_alone(tiny_backends, backend: str) -> None:
     alone = [sampler.generate(r) for r in reqs]
     scheduler = BatchScheduler(sampler, max_batch=4)  # 6 requests > 4 slots: some join later
     try:
-        tickets = [scheduler.submit(r) for r in reqs[:4]]
-        time.sleep(0.02)  # the rest arrive while the first ones are mid-decode
-        tickets += [scheduler.submit(r) for r in reqs[4:]]
-        served = [t.result(timeout_s=60) for t in tickets]
+        early = [scheduler.submit(r) for r in reqs[:4]]
+        # The rest arrive once the first four are mid-decode: each has had a progress event.
+        firsts = [next(t.items(timeout_s=60)) for t in early]
+        assert not any(isinstance(f, Served | Failed) for f in firsts), firsts
+        late = [scheduler.submit(r) for r in reqs[4:]]
+        served = [t.result(timeout_s=60) for t in early + late]
     finally:
         scheduler.stop()
     assert [s.result.token_ids for s in served] == [a.token_ids for a in alone]
     assert [s.result.stop_reason for s in served] == [a.stop_reason for a in alone]
-    assert max(s.mean_batch for s in served) > 1  # they really shared steps
+    assert scheduler.load()["served"] == 6 and scheduler.load()["failed"] == 0
+    # They really shared steps: fewer decoding steps than the six decoded one after another,
+    # and the late ones joined sequences that were still running (a batch of more than the two
+    # of them), having waited for a free slot.
+    assert scheduler.steps < sum(a.forward_passes for a in alone)
+    assert all(s.mean_batch > 2 for s in served[4:]), [s.mean_batch for s in served]
+    assert all(s.queue_s > 0 for s in served[4:])
     assert all(s.ttfuo_s is not None and s.queue_s >= 0 for s in served)
 
 

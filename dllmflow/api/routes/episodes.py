@@ -81,6 +81,7 @@ async def submit(
                 raise
             # A concurrent request with the same Idempotency-Key won the race.
             episode = await run_in_threadpool(state.episodes.get, episode_id)
+            response.status_code = 200  # already submitted under this key
         entry.target = episode.id
     return episode_out(state, episode)
 

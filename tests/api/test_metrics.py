@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue
-from tests.api.conftest import SEEDED_AR, SEEDED_DLLM
+from tests.api.conftest import SEEDED_AR, SEEDED_DLLM, LiveServer
+from tests.conftest import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +90,23 @@ def test_metrics_cover_status_latency_adherence_and_tokens(client: httpx.Client,
     assert abs(m[("dllmflow_tool_call_schema_adherence", dllm)] - 2 / 3) < 1e-9
     assert m[("dllmflow_tokens_per_forward_pass", dllm)] == 4.0
     assert m[("dllmflow_tokens_per_forward_pass", (("backend", SEEDED_AR),))] == 1.0
+
+
+@pytest.mark.parametrize("down", ["redis", "postgres"])
+def test_metrics_report_a_source_that_is_down(stack, api_token: str, down: str) -> None:
+    # The same API against a port where nothing listens for one source: the scrape still
+    # answers 200, says which source is down, and keeps what the other source gave.
+    (dead_port,) = free_ports(1)
+    settings = stack.model_copy(update={f"{down}_port": dead_port})
+    server = LiveServer(settings).start()
+    try:
+        headers = {"Authorization": f"Bearer {api_token}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
+            m = scrape(c)
+    finally:
+        server.stop()
+    up = {s: m[("dllmflow_metrics_source_up", (("source", s),))] for s in ("postgres", "redis")}
+    assert up == {"redis": 0 if down == "redis" else 1, "postgres": 0 if down == "postgres" else 1}
+    has_episodes = ("dllmflow_episodes", (("status", "completed"),)) in m
+    has_depth = ("dllmflow_dlq_depth", ()) in m
+    assert (has_episodes, has_depth) == (down != "postgres", down != "redis")

@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from dllmflow.api.auth import COOKIE_NAME
-from dllmflow.store.streams import DeadLetter, DeadLetterQueue
+from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
+from tests.api.conftest import follow
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +97,40 @@ def test_templates_escape_user_text(browser_client: httpx.Client, client: httpx.
     page = browser_client.get(f"/episodes/{episode.id}").text
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_live_view_events_reach_the_stream_in_order(client: httpx.Client, stack) -> None:
+    # What the running episode page's live view reads (tests/api/test_browser.py renders it):
+    # the refinement passes as published, then the finish and the end of the stream.
+    episodes, progress = EpisodeRepository(stack), ProgressStream(stack)
+    episode = episodes.create(question="Which pass wins?", policy="diffusion", budgets={})
+    episodes.update(episode.id, status="running")
+    progress.publish(episode.id, "started")
+    passes = [("<think>░░ ░░</think>", 0.25), ("<think>Plan ░░</think>", 0.6)]
+    for n, (text, committed) in enumerate(passes, 1):
+        progress.publish(
+            episode.id,
+            "model_progress",
+            step=0,
+            role="planner",
+            phase="refinement",
+            backend="diffusion",
+            text=text,
+            committed_fraction=committed,
+            refinement_passes=n,
+        )
+    episodes.update(episode.id, status="completed", answer="done")
+    progress.publish(episode.id, "finished", status="completed", answer="done", sources=[])
+    events = follow(client, episode.id, timeout=30)
+    assert [e["event"] for e in events] == [
+        "started",
+        "model_progress",
+        "model_progress",
+        "finished",
+        "end",
+    ]
+    shown = [events[i]["data"] for i in (1, 2)]
+    assert [(d["text"], d["committed_fraction"], d["refinement_passes"]) for d in shown] == [
+        (text, committed, n) for n, (text, committed) in enumerate(passes, 1)
+    ]
+    assert events[-1]["data"] == {"episode_id": episode.id, "status": "completed"}

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from dllmflow.api.auth import COOKIE_NAME, CSRF_HEADER, CSRF_VALUE
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue
 from tests.api.conftest import follow
@@ -141,3 +142,21 @@ def test_purge_empties_the_queue(client: httpx.Client, stack, seeded) -> None:
     entry = client.get("/api/audit", params={"target": "dlq"}).json()[0]
     assert entry["action"] == "dlq.purge" and entry["outcome"] == "ok"
     assert entry["payload"] == {"depth": depth, "purged": depth}
+
+
+def test_retry_with_the_dashboard_session_is_audited_as_cookie(
+    anon: httpx.Client, client: httpx.Client, api_token: str, stack, seeded
+) -> None:
+    # What the DLQ page's Retry button sends (tests/api/test_browser.py clicks it): the session
+    # cookie and the dashboard header; without the header a cookie cannot write.
+    letter = _letter(seeded.completed, 3, "stale entry")
+    entry = DeadLetterQueue(stack).add(letter)
+    login = anon.post("/login", data={"token": api_token, "next": "/dlq"})
+    anon.cookies.set(COOKIE_NAME, login.cookies[COOKIE_NAME])
+    assert anon.post(f"/api/dlq/{entry}/retry").status_code in (401, 403)
+    reply = anon.post(f"/api/dlq/{entry}/retry", headers={CSRF_HEADER: CSRF_VALUE})
+    assert reply.status_code == 409 and "already completed" in reply.json()["error"]
+    audit = client.get("/api/audit", params={"target": entry}).json()
+    assert [(a["action"], a["via"], a["outcome"]) for a in audit] == [
+        ("dlq.retry", "cookie", "error")
+    ]

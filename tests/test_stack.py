@@ -82,12 +82,20 @@ def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -
         manager.up(settings)
         assert manager.StackState(settings.state_dir).load()["redis"].pid != records["redis"].pid
 
-        stopped = manager.down(settings)
+        # `dllmflow down` / `dllmflow up` themselves, on this private stack.
+        result = CliRunner().invoke(app, ["down"])
+        assert result.exit_code == 0, result.output
+        line = next(x for x in result.output.splitlines() if x.startswith("stopped: "))
+        stopped = line.removeprefix("stopped: ").split(", ")
         assert set(stopped) == {"postgres", "redis", "temporal", "ray", "worker", "api"}
         assert not any(r.alive() for r in records.values())
         assert not any(h.healthy for h in manager.status(settings))
 
-        manager.up(settings)
+        result = CliRunner().invoke(app, ["up", "--json", "--no-supervise"])
+        assert result.exit_code == 0, result.output
+        health = json.loads(result.stdout)
+        assert set(health) >= {"postgres", "redis", "temporal", "ray", "worker", "api"}
+        assert all(h["healthy"] for h in health.values()), health
         with psycopg.connect(libpq_url(settings.effective_database_url)) as conn:
             row = conn.execute("SELECT status FROM episodes WHERE id = 'ep-survivor'").fetchone()
         assert row == ("completed",)

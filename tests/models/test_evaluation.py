@@ -9,7 +9,9 @@ from dllmflow.models.world import generate_world
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=12)
 
 
-def test_oracle_scores_perfectly():
+def test_oracle_scores_perfectly_evaluation_plumbing():
+    # The oracle answers with the gold hop values: this checks the loop and its counters;
+    # answer quality is test_answer_quality.py's.
     world = generate_world(31, **SMALL)
     summary, episodes = evaluate(OraclePolicy(), world.questions, world.documents)
     assert summary["episodes"] == 12 and summary["accuracy"] == 1.0

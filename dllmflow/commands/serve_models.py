@@ -28,7 +28,8 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table(title="model replicas")
+    pair = rows[0]["pair"] if rows else "?"
+    table = Table(title=f"model replicas (pair: {pair}; DLLMFLOW_PAIR=tiny|smollm2-135m)")
     for col in ("backend", "replica", "state", "device", "running", "waiting", "served", "ckpt"):
         table.add_column(col, overflow="fold")
     for r in rows:

@@ -57,4 +57,7 @@ def load_pair_model(path: str | Path, *, device: str = "cpu", dtype: torch.dtype
     )
     model = build_from_base(base_dir, cfg["kind"], **{k: cfg[k] for k in keep if k in cfg})
     merge_adapter(model, load_adapter(path / ADAPTER_FILE), float(cfg["lora_alpha"]))
-    return model.to(device=device, dtype=dtype).eval(), load_pair_tokenizer(base_dir), base_dir
+    tok = load_pair_tokenizer(base_dir)
+    # The turn-ending token is the one the adapter was trained to emit.
+    tok.eos_token = tok.convert_ids_to_tokens(int(model.config.eos_token_id))
+    return model.to(device=device, dtype=dtype).eval(), tok, base_dir

@@ -319,8 +319,8 @@ def train(
     steps: int,
     adapt_steps: int = 0,
     lr: float = 5e-4,
-    rank: int = 32,
-    alpha: float = 64.0,
+    rank: int = 24,
+    alpha: float = 48.0,
     tokens_per_batch: int = 32_768,
     block: int = 16,
     context_tokens: int = DEFAULT_CONTEXT_TOKENS,
@@ -424,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--adapt-steps", type=int, default=0)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--rank", type=int, default=32)
+    t.add_argument("--rank", type=int, default=24)
     t.add_argument("--tokens-per-batch", type=int, default=32_768)
     a = p.parse_args(argv)
     if a.cmd == "prepare":
@@ -447,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             adapt_steps=a.adapt_steps,
             lr=a.lr,
             rank=a.rank,
+            alpha=2.0 * a.rank,
             tokens_per_batch=a.tokens_per_batch,
         )
         print(json.dumps(summary))

@@ -406,3 +406,22 @@ def test_ar_sampler_eos_and_budget(tokenizer):
     sampler = ARSampler(ScriptedCausal(tokenizer, encode(tokenizer, TURN)), tokenizer)
     result = sampler.generate(GenerationRequest(prompt="Q:\n", max_new_tokens=5))
     assert result.stop_reason == "budget_exhausted" and result.tokens_generated == 5
+
+
+def test_arena_growing_capacity_keeps_its_row_count(tiny_ar):
+    """One sequence at a time with ever longer prompts (an agent episode's turns): the arena
+    grows its capacity, not its rows (doubling both once took 2^k rows of the largest size)."""
+    from dllmflow.models.sampling.arena import KVArena
+    from dllmflow.models.sampling.base import SequenceState
+
+    arena = KVArena(tiny_ar)
+    for need in (100, 200, 400, 800, 1600):
+        s = SequenceState(request=GenerationRequest(prompt=""), prompt_ids=[])
+        arena.add(s, need)
+        arena.free(s)
+    rows, capacity = arena.allocated
+    assert rows == 4 and capacity >= 1600
+    more = [SequenceState(request=GenerationRequest(prompt=""), prompt_ids=[]) for _ in range(5)]
+    for s in more:
+        arena.add(s, 100)
+    assert arena.allocated == (8, capacity)  # rows double when more are needed

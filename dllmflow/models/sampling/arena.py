@@ -83,7 +83,9 @@ class KVArena:
         have_rows, have_cap = self.allocated
         if rows <= have_rows and need <= have_cap:
             return
-        new_rows = max(rows, 2 * have_rows, 4)
+        # Rows double only when more are needed: a capacity-only growth keeps the row count
+        # (doubling both compounded to 2^k rows of the largest capacity after k long prompts).
+        new_rows = max(rows, 2 * have_rows if rows > have_rows else have_rows, 4)
         new_cap = max(have_cap, -(-need // CAPACITY_QUANTUM) * CAPACITY_QUANTUM)
         ks, vs = self.model.new_cache(new_rows, new_cap)
         n = self.rows

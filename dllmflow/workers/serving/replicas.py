@@ -184,6 +184,7 @@ def serving_status(settings: Any = None, timeout_s: float = 5.0) -> list[dict[st
                 "backend": backend,
                 "replica": name,
                 "alive": False,
+                "pair": serving.pair,
                 "checkpoint": serving.checkpoint(backend),
             }
             try:

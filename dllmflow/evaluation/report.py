@@ -133,6 +133,10 @@ def paper_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
 def render_report(
     metrics: dict[str, Any], config: dict[str, Any], command: str | None, run_id: str
 ) -> str:
+    from dllmflow.evaluation.paths import portable_command, portable_config
+
+    config = portable_config(config)
+    command = portable_command(command) if command else command
     per_policy = metrics["policies"]
     out = [f"# Evaluation {config.get('name') or run_id}", ""]
     out += [f"Eval run `{run_id}`; questions `{config.get('questions')}`."]

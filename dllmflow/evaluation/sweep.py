@@ -105,6 +105,10 @@ def render_table(rows: Sequence[dict[str, Any]]) -> list[str]:
 def render_sweep(
     rows: Sequence[dict[str, Any]], config: dict[str, Any], command: str | None
 ) -> str:
+    from dllmflow.evaluation.paths import portable_command, portable_config
+
+    config = portable_config(config)
+    command = portable_command(command) if command else command
     out = [f"# Sweep {config.get('name') or ''}".rstrip(), ""]
     out.append(f"Questions `{config.get('questions')}`; policies {', '.join(config['policies'])}.")
     if command:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: Port = 8420
     api_token: SecretStr | None = None
+    # Largest request body the API reads; larger ones get 413 before auth or parsing.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     task_queue: str = "dllmflow-episodes"
     startup_timeout_s: float = Field(default=90.0, gt=0)

@@ -13,6 +13,7 @@ from dllmflow.api import errors
 from dllmflow.api.auth import ensure_api_token
 from dllmflow.api.metrics import registry_for
 from dllmflow.api.routes import dashboard, dlq, episodes, events, records, system
+from dllmflow.api.security import AuthBeforeBody, BodyLimit, SecurityHeaders
 from dllmflow.api.state import ApiState
 from dllmflow.config import Settings
 
@@ -23,7 +24,8 @@ Submit and operate dllmflow research episodes.
 Every endpoint except `/healthz` needs the API token: `Authorization: Bearer <token>` (the
 DLLMFLOW_API_TOKEN setting, or the token generated into `<state_dir>/api_token`). Mutating calls
 are recorded in the audit log (`GET /api/audit`). Errors are JSON: `{"error": "..."}`, and a 422
-also lists each bad field under `fields`.
+also lists each bad field under `fields`. Request bodies over DLLMFLOW_API_MAX_BODY_BYTES (1 MiB
+by default) get 413. The schema is at `/openapi.json`; `/api-reference` renders it as a page.
 """
 
 
@@ -39,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="dllmflow",
         description=DESCRIPTION,
         version="0.1.0",
-        docs_url=None,  # /docs and /openapi.json are served by routes.system, behind the token
+        docs_url=None,  # /openapi.json is served by routes.system, behind the token; no CDN UI
         redoc_url=None,
         openapi_url=None,
     )
@@ -51,4 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.public)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Added innermost first: headers wrap everything, the size check runs before auth.
+    app.add_middleware(AuthBeforeBody)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -5,21 +5,19 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from fastapi import Request, Security
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dllmflow.api.auth import COOKIE_NAME, AuthError, Principal, authenticate, token_matches
-from dllmflow.api.auth import session_value as cookie_value
+from dllmflow.api.auth import COOKIE_NAME, AuthError, Principal, authenticate
 
 bearer = HTTPBearer(
     auto_error=False,
     description="DLLMFLOW_API_TOKEN, or the token in <state_dir>/api_token",
 )
-SESSION_MAX_AGE_S = 7 * 24 * 3600
 
 
 class RedirectTo(Exception):
-    """Answer a dashboard request with a redirect (to /login, or to drop ?token=)."""
+    """Answer a dashboard request with a redirect (to /login)."""
 
     def __init__(self, response: RedirectResponse) -> None:
         self.response = response
@@ -28,16 +26,19 @@ class RedirectTo(Exception):
 def require_token(
     request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)
 ) -> Principal:
-    principal = authenticate(request, request.app.state.api.token)
+    api = request.app.state.api
+    principal = authenticate(request, api.token, api.sessions)
     request.state.principal = principal
     return principal
 
 
-def set_session(response: RedirectResponse, request: Request, token: str) -> None:
+def set_session(response: Response, request: Request) -> None:
+    """Start a new server-side session (a fresh random id and CSRF value per login)."""
+    sessions = request.app.state.api.sessions
     response.set_cookie(
         COOKIE_NAME,
-        cookie_value(token),
-        max_age=SESSION_MAX_AGE_S,
+        sessions.create(),
+        max_age=int(sessions.max_age_s),
         path="/",
         httponly=True,
         samesite="strict",
@@ -53,22 +54,15 @@ def safe_next(target: str | None) -> str:
 
 
 def require_viewer(request: Request) -> Principal:
-    """Dashboard pages: accept ?token= once (set the cookie, redirect without it), the cookie,
-    or a bearer header; otherwise send the browser to /login."""
-    token: str = request.app.state.api.token
-    given = request.query_params.get("token")
-    if given is not None:
-        if not token_matches(given, token):
-            raise RedirectTo(RedirectResponse("/login?error=invalid+token", status_code=303))
-        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        url = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-        response = RedirectResponse(url, status_code=303)
-        set_session(response, request, token)
-        raise RedirectTo(response)
+    """Dashboard pages: the session cookie or a bearer header; otherwise send the browser to
+    /login (which comes back here after the form)."""
+    api = request.app.state.api
     try:
-        principal = authenticate(request, token)
+        principal = authenticate(request, api.token, api.sessions)
     except AuthError:
-        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # A token pasted into the URL is not accepted, and is not carried on into ?next=.
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "token"]
+        here = request.url.path + (f"?{urlencode(rest)}" if rest else "")
         raise RedirectTo(
             RedirectResponse("/login?" + urlencode({"next": here}), status_code=303)
         ) from None

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from dllmflow.api.auth import SessionStore
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
@@ -26,6 +27,7 @@ class TemporalUnavailable(RuntimeError):
 class ApiState:
     settings: Settings
     token: str
+    sessions: SessionStore = field(default_factory=SessionStore, init=False)
     episodes: EpisodeRepository = field(init=False)
     checkpoints: CheckpointStore = field(init=False)
     dlq: DeadLetterQueue = field(init=False)

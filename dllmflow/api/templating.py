@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.templating import Jinja2Templates
 
-from dllmflow.api.auth import CSRF_HEADER, CSRF_VALUE
+from dllmflow.api.auth import CSRF_FIELD, CSRF_HEADER, CSRF_VALUE
 from dllmflow.api.views import SEGMENTS
 from dllmflow.store.models import EpisodeStatus
 from dllmflow.workflows.types import POLICIES
@@ -43,6 +43,7 @@ TEMPLATES.env.globals.update(
     finished=EpisodeStatus.FINISHED,
     policies=POLICIES,
     segments=SEGMENTS,
+    csrf_field=CSRF_FIELD,
     csrf_header=CSRF_HEADER,
     csrf_value=CSRF_VALUE,
 )

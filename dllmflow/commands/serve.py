@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 import uvicorn
 
@@ -11,17 +12,31 @@ from dllmflow.api.app import create_app
 from dllmflow.api.auth import ensure_api_token, token_path
 from dllmflow.config import Settings
 
-_TOKEN_PARAM = re.compile(r"(?<=[?&]token=)[^&\s]*")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s]*)=([^&;\s]*)")
+SECRET_PARAMS = {"token", "api_token", "access_token"}
+
+
+def redact_query(text: str) -> str:
+    """Mask the value of every query parameter whose name, once URL-decoded (`%74oken`,
+    `TOKEN`), is a token: the API never accepts one there, but a client may still send it."""
+
+    def mask(match: re.Match[str]) -> str:
+        name = match.group(2)
+        for _ in range(3):  # double-encoded names too (%2574oken)
+            name = unquote_plus(name)
+        if name.strip().lower() in SECRET_PARAMS:
+            return f"{match.group(1)}{match.group(2)}=***"
+        return match.group(0)
+
+    return _QUERY_PARAM.sub(mask, text)
 
 
 class RedactTokenParam(logging.Filter):
-    """Keep a dashboard's one-time ?token= out of the access log."""
+    """Keep a token sent in a query string out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_PARAM.sub("***", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -33,7 +48,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     source = "DLLMFLOW_API_TOKEN" if settings.api_token else str(token_path(settings))
     shown = f"[{host}]" if ":" in host else host
     print(
-        f"dllmflow API on http://{shown}:{port}  (dashboard /episodes, docs /docs)\n"
+        f"dllmflow API on http://{shown}:{port}  (dashboard /episodes, API /api-reference)\n"
         f"token: {source}",
         flush=True,
     )

@@ -101,13 +101,11 @@ def test_dashboard_login_sets_a_session_cookie(anon: httpx.Client, api_token: st
     assert anon.get("/api/episodes").status_code == 401
 
 
-def test_token_in_the_url_is_swapped_for_a_cookie(anon: httpx.Client, api_token: str) -> None:
+def test_token_in_the_url_is_not_accepted(anon: httpx.Client, api_token: str) -> None:
     reply = anon.get("/dlq", params={"token": api_token, "x": "1"})
     assert reply.status_code == 303
-    assert reply.headers["location"] == "/dlq?x=1"  # the token leaves the address bar
-    assert COOKIE_NAME in reply.cookies
-    wrong = anon.get("/dlq", params={"token": "guess"})
-    assert wrong.status_code == 303 and wrong.headers["location"].startswith("/login")
+    assert reply.headers["location"] == "/login?next=%2Fdlq%3Fx%3D1"  # token dropped, not used
+    assert COOKIE_NAME not in reply.cookies
 
 
 def test_cookie_write_with_dashboard_header_is_audited(

@@ -57,7 +57,7 @@ def browser(tmp_path: Path):
 def test_dashboard_shows_an_episode_with_waterfall_and_timeline(
     browser: Browser, api_url: str, api_token: str, oracle_episode, client, tmp_path: Path
 ) -> None:
-    browser.goto(f"{api_url}/episodes?token={api_token}")  # logs in, then drops the token
+    browser.login(api_url, api_token, "/episodes")
     assert browser.evaluate("location.pathname + location.search") == "/episodes"
     link = f"a[href='/episodes/{oracle_episode.id}']"
     assert browser.evaluate(f"!!document.querySelector({json.dumps(link)})")
@@ -114,7 +114,7 @@ def test_live_view_renders_refinement_passes_then_reloads(
             refinement_passes=n,
         )
 
-    browser.goto(f"{api_url}/episodes/{episode.id}?token={api_token}")
+    browser.login(api_url, api_token, f"/episodes/{episode.id}")
     text = browser.wait_for(
         "(t => t.includes('search') && t)(document.getElementById('refine-text').textContent)"
     )
@@ -159,7 +159,7 @@ def test_dlq_retry_button_calls_the_api_with_the_session(
             at=time.time(),
         )
     )
-    browser.goto(f"{api_url}/dlq?token={api_token}")
+    browser.login(api_url, api_token, "/dlq")
     button = f"tr[data-entry='{entry}'] button[data-action]"
     browser.evaluate(f"document.querySelector({json.dumps(button)}).click()")
     flash = browser.wait_for("(f => !f.hidden && f.textContent)(document.getElementById('flash'))")

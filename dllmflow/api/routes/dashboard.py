@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dllmflow.api import queries
-from dllmflow.api.auth import COOKIE_NAME, token_matches
+from dllmflow.api.auth import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, CSRF_VALUE, token_matches
 from dllmflow.api.deps import require_viewer, safe_next, set_session
+from dllmflow.api.errors import error
 from dllmflow.api.state import ApiState, api_state
 from dllmflow.api.templating import TEMPLATES
 from dllmflow.api.views import (
@@ -52,12 +54,25 @@ async def login(request: Request) -> Response:
             request, "login.html", {"next": target, "error": "invalid token"}, status_code=401
         )
     response = RedirectResponse(target, status_code=303)
-    set_session(response, request, token)
+    set_session(response, request)
     return response
 
 
 @public.post("/logout")
-def logout() -> Response:
+async def logout(request: Request) -> Response:
+    """Revoke the session server-side. Needs the session's CSRF value (the form's hidden field)
+    or the dashboard's header, so another local page cannot log the operator out."""
+    sessions = request.app.state.api.sessions
+    cookie = request.cookies.get(COOKIE_NAME)
+    session = sessions.get(cookie) if cookie else None
+    if session is not None:
+        body = await request.body()
+        form = parse_qs(body[:MAX_LOGIN_BODY].decode("utf-8", "replace"))
+        given = (form.get(CSRF_FIELD) or [""])[0]
+        by_form = bool(given) and hmac.compare_digest(given.encode(), session.csrf.encode())
+        if not by_form and request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+            return error(request, 403, f"logout needs the session's {CSRF_FIELD} form field")
+        sessions.revoke(cookie)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE_NAME, path="/")
     return response

@@ -1,12 +1,11 @@
-"""/healthz (open), /metrics, /openapi.json and /docs (token or dashboard session)."""
+"""/healthz (open), /metrics and /openapi.json (token), /docs (a redirect to /api-reference)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dllmflow.api.deps import require_token, require_viewer
@@ -36,11 +35,7 @@ def openapi(request: Request) -> dict[str, Any]:
 
 
 @router.get("/docs", include_in_schema=False, dependencies=[Depends(require_viewer)])
-def docs(request: Request) -> HTMLResponse:
-    """Swagger UI. Its viewer script comes from a CDN; offline, /api-reference lists the same
-    endpoints server-side."""
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="dllmflow API",
-        swagger_ui_parameters={"persistAuthorization": False},
-    )
+def docs() -> RedirectResponse:
+    """No Swagger UI: it loads its viewer from a CDN (blank offline, and a third-party script on a
+    page holding the session). /api-reference renders the same schema server-side."""
+    return RedirectResponse("/api-reference", status_code=303)

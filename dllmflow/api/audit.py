@@ -1,14 +1,17 @@
-"""Audit log of mutating API calls (table created by migrations/versions/0003_audit.py).
+"""Audit log of mutating API and CLI calls (table created by migrations/versions/0003_audit.py).
 
-`audited(...)` writes the row before the action (outcome "pending") and completes it after, so
-an action that cannot be audited is refused (503) rather than run unrecorded.
+`audited(...)` (API) and `audited_cli(...)` (CLI) write the row before the action (outcome
+"pending") and complete it after, so an action that cannot be audited is refused (503 / a
+one-line CLI error) rather than run unrecorded.
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +129,55 @@ async def _safe_finish(settings: Settings, entry: AuditEntry, outcome: str, deta
     try:
         await run_in_threadpool(_finish, settings, entry, outcome, detail)
     except Exception:  # the "pending" row already records who tried what
+        log.exception("could not complete audit entry %s", entry.id)
+
+
+def cli_actor() -> str:
+    """Who ran a CLI command: the local user (the CLI needs no API token)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry and no LOGNAME/USER
+        user = "unknown"
+    return f"cli:{user}"[:64]
+
+
+@contextmanager
+def audited_cli(
+    settings: Settings,
+    action: str,
+    target: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Iterator[AuditEntry]:
+    """The CLI's twin of `audited`: same table and action names, via "cli"."""
+    values = {
+        "actor": cli_actor(),
+        "via": "cli",
+        "client": socket.gethostname()[:64] or None,
+        "action": action,
+        "target": target,
+        "payload": payload or {},
+        "outcome": "pending",
+    }
+    try:
+        entry_id = _begin(settings, values)
+    except Exception as exc:
+        raise ConnectionError(
+            f"the audit log in Postgres could not be written ({exc.__class__.__name__})"
+            "; the action was not performed"
+        ) from exc
+    entry = AuditEntry(entry_id, target)
+    try:
+        yield entry
+    except BaseException as exc:
+        _finish_quietly(settings, entry, "error", str(exc)[:2000] or exc.__class__.__name__)
+        raise
+    _finish_quietly(settings, entry, "ok", None)
+
+
+def _finish_quietly(settings: Settings, entry: AuditEntry, outcome: str, detail: str | None):
+    try:
+        _finish(settings, entry, outcome, detail)
+    except Exception:
         log.exception("could not complete audit entry %s", entry.id)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -66,3 +67,14 @@ async def service(s: Settings):
         raise ConnectionError(
             f"Temporal at {s.effective_temporal_address}: {str(exc).splitlines()[0]}"
         ) from None
+
+
+@contextmanager
+def audited_cli(
+    s: Settings, action: str, target: str | None = None, payload: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """Record a CLI write in the audit log the API writes to (refused if it cannot be)."""
+    from dllmflow.api.audit import audited_cli as audited
+
+    with audited(s, action, target, payload) as entry:
+        yield entry

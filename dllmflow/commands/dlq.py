@@ -8,7 +8,15 @@ from dataclasses import asdict
 import typer
 from rich.table import Table
 
-from dllmflow.commands.common import console, print_json, run_async, service, settings, user_errors
+from dllmflow.commands.common import (
+    audited_cli,
+    console,
+    print_json,
+    run_async,
+    service,
+    settings,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Dead-lettered episode steps: list, inspect, retry, purge.", no_args_is_help=True
@@ -71,7 +79,16 @@ def retry(
 
     async def go():
         svc = await service(s)
-        await svc.retry(letter.episode_id, max_denoise_steps=max_denoise_steps, max_turns=max_turns)
+        overrides = {"max_denoise_steps": max_denoise_steps, "max_turns": max_turns}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        payload = {
+            "episode_id": letter.episode_id,
+            "step": letter.step,
+            "kind": letter.kind,
+            "budgets": overrides,
+        }
+        with audited_cli(s, "dlq.retry", entry_id, payload):
+            await svc.retry(letter.episode_id, **overrides)
         return (await svc.wait(letter.episode_id)).status if wait else "queued"
 
     status = run_async(go())
@@ -84,7 +101,12 @@ def purge(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirma
     """Delete every entry (the episodes and their checkpoints stay)."""
     from dllmflow.store.streams import DeadLetterQueue
 
-    dlq = DeadLetterQueue(settings())
-    if not yes and not typer.confirm(f"purge {dlq.depth()} dead letters?"):
+    s = settings()
+    dlq = DeadLetterQueue(s)
+    depth = dlq.depth()
+    if not yes and not typer.confirm(f"purge {depth} dead letters?"):
         raise typer.Exit(1)
-    console.print(f"purged {dlq.purge()} entries")
+    with audited_cli(s, "dlq.purge", "dlq", {"depth": depth}) as entry:
+        purged = dlq.purge()
+        entry.extra = {"purged": purged}
+    console.print(f"purged {purged} entries")

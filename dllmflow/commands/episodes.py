@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from dllmflow.commands.common import (
+    audited_cli,
     console,
     err_console,
     print_json,
@@ -38,6 +39,13 @@ def budgets_from(
         "deadline_s": deadline_s,
     }
     return Budgets(**{k: v for k, v in values.items() if v is not None}).validate()
+
+
+def submit_payload(question: str, policy: str) -> dict[str, Any]:
+    """What the audit log keeps of a submission (as the API does: policy, question preview)."""
+    from dllmflow.api.views import preview
+
+    return {"policy": policy, "question": preview(question, 200)}
 
 
 async def follow_episode(s, episode_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -148,7 +156,9 @@ def run_command(
     async def go() -> dict[str, Any]:
         svc = await service(s)
         budgets = budgets_from(max_turns, max_tool_calls, max_denoise_steps, deadline_s)
-        episode = await svc.submit(question, policy=policy, budgets=budgets)
+        with audited_cli(s, "episode.submit", payload=submit_payload(question, policy)) as entry:
+            episode = await svc.submit(question, policy=policy, budgets=budgets)
+            entry.target = episode.id
         if not as_json:
             err_console.print(f"submitted episode {episode.id} ({policy})", highlight=False)
         if follow:
@@ -215,7 +225,10 @@ async def submit_all(
         row: dict[str, Any] = {"line": number, "question_id": record.get("id")}
         async with gate:
             try:
-                ep = await svc.submit(record["question"], policy=policy, question_record=record)
+                payload = submit_payload(record["question"], policy)
+                with audited_cli(s, "episode.submit", payload=payload) as entry:
+                    ep = await svc.submit(record["question"], policy=policy, question_record=record)
+                    entry.target = ep.id
             except Exception as exc:
                 row.update(episode_id=getattr(exc, "episode_id", None), status="not submitted")
                 row["error"] = one_line(exc, rpc_reason)
@@ -446,7 +459,10 @@ def retry(
 
     async def go():
         svc = await service(s)
-        await svc.retry(episode_id, max_denoise_steps=max_denoise_steps, max_turns=max_turns)
+        overrides = {"max_denoise_steps": max_denoise_steps, "max_turns": max_turns}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        with audited_cli(s, "episode.retry", episode_id, {"budgets": overrides}):
+            await svc.retry(episode_id, **overrides)
         if follow:
             await svc.wait(episode_id)
 
@@ -467,7 +483,10 @@ def replay(
 
     async def go():
         svc = await service(s)
-        new = await svc.replay(episode_id, from_step, policy)
+        payload = {"from_step": from_step, "policy": policy}
+        with audited_cli(s, "episode.replay", episode_id, payload) as entry:
+            new = await svc.replay(episode_id, from_step, policy)
+            entry.extra = {"replay_episode_id": new.id}
         if follow:
             await svc.wait(new.id)
         return new.id
@@ -483,7 +502,9 @@ def cancel(episode_id: str) -> None:
     s = settings()
 
     async def go():
-        await (await service(s)).cancel(episode_id)
+        svc = await service(s)
+        with audited_cli(s, "episode.cancel", episode_id):
+            await svc.cancel(episode_id)
 
     run_async(go())
     console.print(f"cancellation requested for {episode_id}")

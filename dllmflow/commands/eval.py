@@ -12,7 +12,14 @@ from typing import Any
 
 import typer
 
-from dllmflow.commands.common import console, err_console, run_async, settings, user_errors
+from dllmflow.commands.common import (
+    audited_cli,
+    console,
+    err_console,
+    run_async,
+    settings,
+    user_errors,
+)
 from dllmflow.config import Settings
 
 # Options `eval` and `eval sweep` share.
@@ -72,8 +79,43 @@ def run_eval_dir(
     """One resumable eval run in `out`; on a dedicated worker for `variant` when asked.
 
     The worker only starts when some episode is not finished yet, so re-aggregating a finished
-    run (a resumed sweep) costs no model loading.
+    run (a resumed sweep) costs no model loading. The run is one audit-log entry ("eval.run",
+    target: the eval run id, with the submitted/resumed counts).
     """
+    payload = {
+        "questions": config.questions,
+        "policies": list(config.policies),
+        "records": len(records),
+        "name": config.name,
+        "out": str(out),
+        "variant": getattr(config, "variant", None),
+    }
+    with audited_cli(s, "eval.run", payload=payload) as entry:
+        return _run_eval_dir(
+            s,
+            records,
+            config,
+            out,
+            entry,
+            variant=variant,
+            dedicated=dedicated,
+            command=command,
+            label=label,
+        )
+
+
+def _run_eval_dir(
+    s: Settings,
+    records: list[dict[str, Any]],
+    config: Any,
+    out: Path,
+    entry: Any,
+    *,
+    variant: Any,
+    dedicated: bool,
+    command: str | None,
+    label: str,
+) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from dllmflow.evaluation import runner
@@ -83,6 +125,7 @@ def run_eval_dir(
 
     price = gpu_price_per_hour()
     run_id = runner.open_run(s, out, config)
+    entry.target = str(run_id)
     done = runner.read_manifest(out)
     pending = any(runner.question_key(r, p) not in done for r in records for p in config.policies)
     worker = variant_worker(s, variant) if dedicated and pending else contextlib.nullcontext(s)
@@ -127,6 +170,11 @@ def run_eval_dir(
     )
     status = "completed" if not stats.failed else "completed_with_errors"
     runner.finish_run(s, run_id, metrics, status)
+    entry.extra = {
+        "submitted": stats.submitted,
+        "resumed": stats.resumed,
+        "failed": len(stats.failed),
+    }
     err_console.print(
         f"{label} run {run_id}: {stats.submitted} submitted, {stats.resumed} resumed, "
         f"{stats.skipped} already finished",

@@ -143,7 +143,8 @@ class PostgresComponent(Component):
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if user:
-            self.log_path.touch()
+            self.log_path.touch(mode=0o600)
+            self.log_path.chmod(0o600)  # written by Postgres's user, readable by nobody else
             shutil.chown(self.log_path, user)
             _allow_traverse(self.log_path.parent)
         _reap_orphaned_backends(pgdata)

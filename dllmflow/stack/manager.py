@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +51,27 @@ def ensure_state_dir(settings: Settings) -> Path:
     # Secrets (the API token) and data live here. As root, Postgres runs as its own user and
     # needs to traverse (o+x, never read) into its data directory.
     state.chmod(0o701 if os.geteuid() == 0 else 0o700)
+    tighten(state)
     return state
+
+
+def tighten(state: Path) -> None:
+    """Files in the state dir owner-only (0600), directories without group/other read or
+    write (traverse bits stay: as root, Postgres's user must reach its data directory). Left
+    alone: Postgres's data directory, which initdb keeps 0700/0600 itself."""
+    me = os.geteuid()
+    for root, dirs, files in os.walk(state):
+        here = Path(root)
+        if here == state:
+            dirs[:] = [d for d in dirs if d != "postgres"]
+        for name, strip in [*((d, 0o066) for d in dirs), *((f, 0o077) for f in files)]:
+            path = here / name
+            try:
+                info = path.lstat()
+                if info.st_uid == me and not stat.S_ISLNK(info.st_mode) and info.st_mode & strip:
+                    path.chmod(stat.S_IMODE(info.st_mode) & ~strip)
+            except FileNotFoundError:
+                continue  # removed while we walked (a component writing its files)
 
 
 @contextmanager
@@ -115,6 +136,7 @@ def up(
             records[name] = component.start()
             state.save(records)
             progress(f"{name}: started (pid {records[name].pid})")
+        tighten(settings.state_dir)  # what this round's components created
     reconcile(settings, progress)
     return status(settings)
 

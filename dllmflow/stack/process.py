@@ -45,7 +45,9 @@ def spawn(
 ) -> ProcessRecord:
     """Start `argv` detached in its own session (it outlives the CLI), logging to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # logs may hold addresses, errors and request lines: owner only
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -55,6 +57,7 @@ def spawn(
             cwd=cwd,
             user=user,
             start_new_session=True,
+            umask=0o077,  # data files (redis AOF, temporal.db, Ray's session dir) owner-only
         )
     return ProcessRecord.of(proc.pid)
 

@@ -4,6 +4,12 @@ of the active block over the KV cache.
 Training mask: query i sees key j iff j // block_size <= i // block_size (bidirectional inside a
 block, causal across blocks). Decode: the active block's queries see every cached key below
 kv_lens[b] (the active block's own keys are already written at the end of that range).
+
+Grouped-query attention: k and v may have fewer heads than q (Hkv dividing H); query head h reads
+K/V head h // (H // Hkv). The Triton kernels give one program a tile of rows drawn from a whole
+query group (all G = H // Hkv heads that share a K/V head), so each K/V tile is loaded once for
+the group instead of once per query head. With G = 1 (multi-head attention) they run exactly the
+code they ran before grouped queries were supported.
 """
 
 from __future__ import annotations
@@ -40,8 +46,13 @@ def check_qkv(q: object, k: object, v: object) -> tuple[torch.Tensor, torch.Tens
         raise ValueError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     require_same_device({"q": q, "k": k, "v": v})
     b, h, _, d = q.shape
-    if k.shape[0] != b or k.shape[1] != h or k.shape[3] != d:
-        raise ValueError(f"k must have shape [B={b}, H={h}, S, D={d}], got {tuple(k.shape)}")
+    if k.shape[0] != b or k.shape[3] != d:
+        raise ValueError(f"k must have shape [B={b}, Hkv, S, D={d}], got {tuple(k.shape)}")
+    if k.shape[1] == 0 or h % k.shape[1] != 0:
+        raise ValueError(
+            f"k has {k.shape[1]} heads, which must divide q's {h} heads (grouped-query attention: "
+            f"n_heads % n_kv_heads == 0); q has shape {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
     require_shape("v", v, tuple(k.shape), "same as k")
     if d == 0 or d > 256:
         raise ValueError(f"head dim D must be in 1..256, got {d}")
@@ -59,9 +70,25 @@ def decode_mask(kv_lens: torch.Tensor, s: int) -> torch.Tensor:
     return (torch.arange(s, device=kv_lens.device)[None, :] < kv_lens[:, None])[:, None, None, :]
 
 
+def group_size(q: torch.Tensor, k: torch.Tensor) -> int:
+    """Query heads per K/V head (1 for multi-head attention)."""
+    return q.shape[1] // k.shape[1]
+
+
+def expand_kv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V with each head repeated for its query group: [B, Hkv, S, D] -> [B, H, S, D]."""
+    g = group_size(q, k)
+    if g == 1:
+        return k, v
+    return k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+
+
 def block_causal_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, scale: float
 ) -> torch.Tensor:
+    k, v = expand_kv(q, k, v)
     mask = block_causal_mask(q.shape[2], block_size, q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
@@ -69,6 +96,7 @@ def block_causal_attention_reference(
 def block_decode_attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: torch.Tensor, scale: float
 ) -> torch.Tensor:
+    k, v = expand_kv(q, k, v)
     mask = decode_mask(kv_lens, k.shape[2])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
@@ -150,9 +178,13 @@ def _block_causal_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr,
     H, T, D, block_size, qk_scale,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
 ):  # fmt: skip
+    """One program: BLOCK_M rows of one (batch, K/V head). H is the number of K/V heads. With
+    GROUP > 1 the rows are (position, query head) pairs, position-major: row r is position
+    r // GROUP of query head h * GROUP + r % GROUP, so a tile spans BLOCK_M / GROUP positions of
+    every head in the group and each K/V tile it loads serves the whole group."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -161,11 +193,22 @@ def _block_causal_kernel(
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
-    v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
-    q_ok = (offs_m[:, None] < T) & d_ok[None, :]
-    q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    # The multi-head case (GROUP == 1) keeps the operation order it had before grouped queries,
+    # so it compiles to the same machine code.
+    if GROUP == 1:
+        pos = offs_m
+        q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+        k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+        v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+        q_ok = (offs_m[:, None] < T) & d_ok[None, :]
+        q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    else:
+        pos = offs_m // GROUP  # this row's position; its head is h * GROUP + offs_m % GROUP
+        k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+        v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+        q_ok = (pos[:, None] < T) & d_ok[None, :]
+        q_ptrs = _group_ptrs(q_ptr, b, h, offs_m, offs_d, sqb, sqh, sqt, GROUP)
+        q = tl.load(q_ptrs, mask=q_ok, other=0.0)
     if DOT_FP32:
         q = q.to(tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -173,26 +216,44 @@ def _block_causal_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     # Keys below the first query's block end are visible to the whole tile: no mask there.
     # Between that and the last query's block end, apply the block-causal rule per element.
-    q_last = tl.minimum(m0 + BLOCK_M, T) - 1
-    all_see = tl.minimum(T, (m0 // block_size + 1) * block_size)
+    if GROUP == 1:
+        q_first = m0
+        q_last = tl.minimum(m0 + BLOCK_M, T) - 1
+    else:
+        q_first = m0 // GROUP
+        q_last = (tl.minimum(m0 + BLOCK_M, T * GROUP) - 1) // GROUP
+    all_see = tl.minimum(T, (q_first // block_size + 1) * block_size)
     full_end = (all_see // BLOCK_N) * BLOCK_N
     hi = tl.minimum(T, (q_last // block_size + 1) * block_size)
     acc, m_i, l_i = _attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, pos, offs_d, d_ok,
         0, full_end, T, block_size, qk_scale,
         MASK=False, BLOCK_CAUSAL=True, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
         DOT_FP32=DOT_FP32,
     )  # fmt: skip
     acc, m_i, l_i = _attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, offs_d, d_ok,
+        acc, m_i, l_i, q, k_base, v_base, skt, svt, pos, offs_d, d_ok,
         full_end, hi, T, block_size, qk_scale,
         MASK=True, BLOCK_CAUSAL=True, BLOCK_N=BLOCK_N, INPUT_PRECISION=INPUT_PRECISION,
         DOT_FP32=DOT_FP32,
     )  # fmt: skip
     out = acc / l_i[:, None]
-    o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
-    tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=q_ok)  # fmt: skip
+    if GROUP == 1:
+        o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+        tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=q_ok)  # fmt: skip
+    else:
+        o_ptrs = _group_ptrs(o_ptr, b, h, offs_m, offs_d, sob, soh, sot, GROUP)
+        tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_ok)
+
+
+@lazy_kernel
+def _group_ptrs(ptr, b, h, offs_m, offs_d, s_b, s_h, s_t, GROUP: tl.constexpr):
+    """[M, D] addresses of rows offs_m of the query group of (batch b, K/V head h) in a
+    [B, H, T, D] tensor: row r is position r // GROUP of head h * GROUP + r % GROUP."""
+    base = ptr + b.to(tl.int64) * s_b + (h * GROUP).to(tl.int64) * s_h
+    rows = (offs_m % GROUP) * s_h + (offs_m // GROUP) * s_t
+    return base + rows[:, None] + offs_d[None, :]
 
 
 @lazy_kernel
@@ -200,9 +261,12 @@ def _decode_kernel(
     q_ptr, k_ptr, v_ptr, kv_lens_ptr, o_ptr, part_o_ptr, part_lse_ptr, arrived_ptr,
     H, Lb, D, chunk, n_split, qk_scale,
     sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
     SPLIT: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
 ):  # fmt: skip
+    """One program: BLOCK_M of the Lb * GROUP rows of one (batch, K/V head) over one split of the
+    cache. H is the number of K/V heads; rows are (position, query head) pairs, position-major as
+    in _block_causal_kernel. Every row sees the same keys, so a group shares each K/V tile."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     split = tl.program_id(2)
@@ -212,11 +276,21 @@ def _decode_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
-    q_ok = (offs_m[:, None] < Lb) & d_ok[None, :]
-    q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
-    v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
-    q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    # As in _block_causal_kernel, GROUP == 1 keeps its former operation order.
+    if GROUP == 1:
+        rows = Lb
+        q_ok = (offs_m[:, None] < Lb) & d_ok[None, :]
+        q_base = q_ptr + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
+        k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+        v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+        q = tl.load(q_base + offs_m[:, None] * sqt + offs_d[None, :], mask=q_ok, other=0.0)
+    else:
+        rows = Lb * GROUP
+        q_ok = (offs_m[:, None] < rows) & d_ok[None, :]
+        k_base = k_ptr + b.to(tl.int64) * skb + h.to(tl.int64) * skh
+        v_base = v_ptr + b.to(tl.int64) * svb + h.to(tl.int64) * svh
+        q_ptrs = _group_ptrs(q_ptr, b, h, offs_m, offs_d, sqb, sqh, sqt, GROUP)
+        q = tl.load(q_ptrs, mask=q_ok, other=0.0)
     if DOT_FP32:
         q = q.to(tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -242,39 +316,43 @@ def _decode_kernel(
         empty = l_i == 0.0
         out = acc / tl.where(empty, 1.0, l_i)[:, None]
         lse = tl.where(empty, float("-inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
-        row = (bh * n_split + split) * Lb + offs_m  # part_o [B*H, n_split, Lb, D]
+        row = (bh * n_split + split) * rows + offs_m  # part_o [B*H, n_split, rows, D]
         tl.store(part_o_ptr + row[:, None] * D + offs_d[None, :], out, mask=q_ok)
-        tl.store(part_lse_ptr + row, lse, mask=offs_m < Lb)
+        tl.store(part_lse_ptr + row, lse, mask=offs_m < rows)
         # Stores before the release half of the arrival; the last arrival reads through L2.
         tl.debug_barrier()
         tile = bh * tl.num_programs(0) + pid_m
         arrived = tl.atomic_add(arrived_ptr + tile, 1, sem="acq_rel", scope="gpu")
         if arrived == n_split - 1:
             _merge_splits(
-                part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, Lb, D, n_split,
-                sob, soh, sot, BLOCK_M, BLOCK_D,
+                part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, rows, D, n_split,
+                sob, soh, sot, BLOCK_M, BLOCK_D, GROUP,
             )  # fmt: skip
             tl.store(arrived_ptr + tile, 0)  # every split has arrived: ready for reuse
     else:
         out = acc / l_i[:, None]
-        o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
-        tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :],
-                 out.to(o_ptr.dtype.element_ty), mask=q_ok)  # fmt: skip
+        if GROUP == 1:
+            o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+            tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :],
+                     out.to(o_ptr.dtype.element_ty), mask=q_ok)  # fmt: skip
+        else:
+            o_ptrs = _group_ptrs(o_ptr, b, h, offs_m, offs_d, sob, soh, sot, GROUP)
+            tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_ok)
 
 
 @lazy_kernel
 def _merge_splits(
-    part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, Lb, D, n_split, sob, soh,
-    sot, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    part_o_ptr, part_lse_ptr, o_ptr, b, h, bh, offs_m, offs_d, q_ok, rows, D, n_split, sob, soh,
+    sot, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, GROUP: tl.constexpr,
 ):  # fmt: skip
     """Combine a query tile's normalized split outputs, weighted by exp2(lse), in one sweep."""
     top = tl.full([BLOCK_M], float("-inf"), tl.float32)
     total = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for split in range(n_split):
-        row = (bh * n_split + split) * Lb + offs_m
+        row = (bh * n_split + split) * rows + offs_m
         lse = tl.load(
-            part_lse_ptr + row, mask=offs_m < Lb, other=float("-inf"), cache_modifier=".cg"
+            part_lse_ptr + row, mask=offs_m < rows, other=float("-inf"), cache_modifier=".cg"
         )
         o = tl.load(part_o_ptr + row[:, None] * D + offs_d[None, :], mask=q_ok, other=0.0,
                     cache_modifier=".cg")  # fmt: skip
@@ -286,9 +364,13 @@ def _merge_splits(
         acc = acc * alpha[:, None] + o * w[:, None]
         top = new_top
     out = acc / total[:, None]
-    o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
-    tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=q_ok)  # fmt: skip
+    if GROUP == 1:
+        o_base = o_ptr + b.to(tl.int64) * sob + h.to(tl.int64) * soh
+        tl.store(o_base + offs_m[:, None] * sot + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=q_ok)  # fmt: skip
+    else:
+        o_ptrs = _group_ptrs(o_ptr, b, h, offs_m, offs_d, sob, soh, sot, GROUP)
+        tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_ok)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -317,9 +399,11 @@ def block_causal_forward_triton(
     num_warps: int | None = None,
     num_stages: int | None = None,
 ) -> torch.Tensor:
-    """Forward only; q, k, v [B, H, T, D] -> [B, H, T, D]. Keyword args override tuning."""
+    """Forward only; q [B, H, T, D], k, v [B, Hkv, T, D] (Hkv divides H) -> [B, H, T, D].
+    Keyword args override tuning; block_m counts rows of a query group (positions x heads)."""
     q, k, v = _last_dim_contiguous(q, k, v)
-    b, h, t, d = q.shape
+    b, _, t, d = q.shape
+    h_kv, group = k.shape[1], group_size(q, k)
     out = torch.empty_like(q)
     if out.numel() == 0:
         return out
@@ -330,13 +414,13 @@ def block_causal_forward_triton(
     block_n = block_n or (64 if q.is_cuda else 16)
     num_warps = num_warps or (8 if block_m >= 128 else 4)
     num_stages = num_stages or (3 if q.is_cuda else 1)
-    grid = (ceil_div(t, block_m), b * h)
+    grid = (ceil_div(t * group, block_m), b * h_kv)
     _block_causal_kernel[grid](
-        q, k, v, out, h, t, d, block_size, scale * _LOG2E,
+        q, k, v, out, h_kv, t, d, block_size, scale * _LOG2E,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, INPUT_PRECISION=_precision(q.dtype),
-        DOT_FP32=_dot_fp32(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, GROUP=group,
+        INPUT_PRECISION=_precision(q.dtype), DOT_FP32=_dot_fp32(q.dtype),
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return out
@@ -376,23 +460,29 @@ def block_decode_attention_triton(
     scale: float,
     *,
     n_split: int | None = None,
+    block_m: int | None = None,
     block_n: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
 ) -> torch.Tensor:
-    """q [B, H, Lb, D], k, v [B, H, S, D], kv_lens [B] -> [B, H, Lb, D]. Forward only."""
+    """q [B, H, Lb, D], k, v [B, Hkv, S, D] (Hkv divides H), kv_lens [B] -> [B, H, Lb, D].
+
+    Forward only. A program covers block_m of the Lb x (H // Hkv) rows of one K/V head's query
+    group, so with grouped queries each K/V tile is read once per group (per block_m rows)."""
     q, k, v = _last_dim_contiguous(q, k, v)
-    b, h, lb, d = q.shape
+    b, _, lb, d = q.shape
+    h_kv, group = k.shape[1], group_size(q, k)
+    rows = lb * group
     s_len = k.shape[2]
     out = torch.empty_like(q)
     if out.numel() == 0:
         return out
     block_d = max(16, next_pow2(d))
-    block_m = min(64, max(16, next_pow2(lb)))
+    block_m = block_m or min(64, max(16, next_pow2(rows)))
     num_warps = num_warps or 4
     num_stages = num_stages or (3 if q.is_cuda else 1)
-    m_tiles = ceil_div(lb, block_m)
-    programs, sms = b * h * m_tiles, multiprocessor_count(q.device)
+    m_tiles = ceil_div(rows, block_m)
+    programs, sms = b * h_kv * m_tiles, multiprocessor_count(q.device)
     if n_split is None:
         # Split the cache until about one program per SM is busy (flash-decoding). Fewer,
         # longer splits won the H100 sweep (`bench/kernels.py --tune decode`): batch 1 with 32
@@ -411,16 +501,16 @@ def block_decode_attention_triton(
     n_split = ceil_div(s_len, chunk)
     split = n_split > 1
     if split:
-        part_o = torch.empty((b * h, n_split, lb, d), dtype=torch.float32, device=q.device)
-        part_lse = torch.empty((b * h, n_split, lb), dtype=torch.float32, device=q.device)
-        arrived = arrival_counters(q.device, b * h * m_tiles)
+        part_o = torch.empty((b * h_kv, n_split, rows, d), dtype=torch.float32, device=q.device)
+        part_lse = torch.empty((b * h_kv, n_split, rows), dtype=torch.float32, device=q.device)
+        arrived = arrival_counters(q.device, b * h_kv * m_tiles)
     else:
         part_o = part_lse = arrived = out  # unused
-    _decode_kernel[(m_tiles, b * h, n_split)](
-        q, k, v, kv_lens, out, part_o, part_lse, arrived, h, lb, d, chunk, n_split,
+    _decode_kernel[(m_tiles, b * h_kv, n_split)](
+        q, k, v, kv_lens, out, part_o, part_lse, arrived, h_kv, lb, d, chunk, n_split,
         scale * _LOG2E, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1),
-        out.stride(2), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split,
+        out.stride(2), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, GROUP=group, SPLIT=split,
         INPUT_PRECISION=_precision(q.dtype),
         DOT_FP32=_dot_fp32(q.dtype), num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip

@@ -141,7 +141,9 @@ def qkv(t=8, s=None, d=16, dtype=torch.float32):
         ({"q": torch.zeros(2, 8, 16)}, "q must have 4 dimensions"),
         ({"q": torch.zeros(2, 2, 8, 16, dtype=torch.int32)}, "q must have dtype"),
         ({"k": torch.zeros(2, 2, 8, 16, dtype=torch.float16)}, "q, k and v must share a dtype"),
-        ({"k": torch.zeros(2, 3, 8, 16)}, r"k must have shape \[B=2, H=2, S, D=16\]"),
+        ({"k": torch.zeros(3, 2, 8, 16)}, r"k must have shape \[B=2, Hkv, S, D=16\]"),
+        ({"k": torch.zeros(2, 2, 8, 32)}, r"k must have shape \[B=2, Hkv, S, D=16\]"),
+        ({"k": torch.zeros(2, 3, 8, 16)}, r"k has 3 heads, which must divide q's 2 heads"),
         ({"v": torch.zeros(2, 2, 9, 16)}, r"v must have shape \(2, 2, 8, 16\)"),
         ({"k": torch.zeros(2, 2, 8, 16, device="meta")}, "k is on meta"),
         ({"block_size": 0}, "block_size must be a positive int"),
@@ -154,6 +156,26 @@ def test_block_causal_errors_name_the_argument(kwargs, message):
     args = {"q": q, "k": k, "v": v, "block_size": 4, **kwargs}
     with pytest.raises(ValueError, match=message):
         K.block_causal_attention(**args)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(9, 2), (28, 8), (4, 8), (2, 0)])
+def test_grouped_query_heads_must_divide(heads, kv_heads):
+    """K/V heads must divide the query heads; the error names both shapes."""
+    q = torch.zeros(1, heads, 8, 16)
+    k = torch.zeros(1, kv_heads, 8, 16)
+    for t, call in [
+        (8, lambda: K.block_causal_attention(q, k, k.clone(), 4)),
+        (2, lambda: K.block_decode_attention(q[:, :, :2], k, k.clone(), torch.tensor([8]))),
+    ]:
+        shapes = rf"q has shape \(1, {heads}, {t}, 16\), k \(1, {kv_heads}, 8, 16\)"
+        with pytest.raises(ValueError, match=rf"k has {kv_heads} heads, .*{shapes}"):
+            call()
+
+
+def test_grouped_query_v_must_match_k():
+    q, k = torch.zeros(1, 6, 8, 16), torch.zeros(1, 2, 8, 16)
+    with pytest.raises(ValueError, match=r"v must have shape \(1, 2, 8, 16\) \(same as k\)"):
+        K.block_causal_attention(q, k, torch.zeros(1, 6, 8, 16), 4)
 
 
 def test_block_causal_needs_matching_lengths_and_head_dim():

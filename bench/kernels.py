@@ -1,9 +1,11 @@
 """Benchmark the denoising kernels against the torch code they replace.
 
 For each kernel, on one GPU: the Triton kernel, (a) the eager torch reference, (b) torch.compile
-of it and, for attention, (c) SDPA with an explicit mask, flash SDPA without a mask, and
-flex_attention with a block mask (training). Memory-bound kernels report achieved HBM bandwidth
-as a fraction of the GPU's datasheet peak; training attention reports TFLOP/s.
+of it and, for attention, (c) SDPA with an explicit mask, flash SDPA without a mask (with
+enable_gqa for the grouped-query decode rows, SmolLM2 and Qwen2.5-7B head layouts, whose bytes
+count only the K/V heads read), and flex_attention with a block mask (training). Memory-bound
+kernels report achieved HBM bandwidth as a fraction of the GPU's datasheet peak; training
+attention reports TFLOP/s.
 
     PYTHONPATH=. python bench/kernels.py --out bench/results        # full sweep (GPU)
     PYTHONPATH=. python bench/kernels.py --quick --tune              # tuning sweep, no compile
@@ -203,31 +205,49 @@ def _confidence_case(batch, block, vocab, dev, peak_bw, rep_ms, do_compile) -> d
 # ----------------------------------------------------------------------------- decode attention
 
 
-def bench_decode(shapes, dev, peak_bw, rep_ms, compile_shapes, heads, head_dim, block):
+def bench_decode(
+    shapes, dev, peak_bw, rep_ms, compile_shapes, heads, head_dim, block, kv_heads=None
+):
     rows = []
     for batch, cache in shapes:
         do_compile = (batch, cache) in compile_shapes
         rows.append(
-            _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block)
+            _decode_case(
+                batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block, kv_heads
+            )
         )
     return rows
 
 
-def _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block) -> dict:
+def bench_decode_gqa(layouts, shapes, dev, peak_bw, rep_ms, block) -> list[dict]:
+    """Grouped-query decode: (query heads, K/V heads, head dim) layouts over (batch, cache)."""
+    rows = []
+    for heads, kv_heads, head_dim in layouts:
+        rows += bench_decode(shapes, dev, peak_bw, rep_ms, set(), heads, head_dim, block, kv_heads)
+    return rows
+
+
+def _decode_case(
+    batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim, block, kv_heads=None
+) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    kv_heads = kv_heads or heads
+    gqa = kv_heads != heads
     scale = head_dim**-0.5
-    nbytes = 2 * batch * heads * (cache + 2 * block) * head_dim  # K, V read; q read, out written
+    # K, V read (only the K/V heads: a query group shares its head); q read, out written.
+    # With kv_heads == heads this is the multi-head count of earlier runs.
+    nbytes = 2 * batch * (kv_heads * cache + 2 * heads * block) * head_dim
     nbytes *= 2  # bf16
     sets = []
     for i in range(input_sets(nbytes)):
         g = torch.Generator(device=dev).manual_seed(100 + i)
 
-        def rnd(n, g=g):
-            return torch.randn(batch, heads, n, head_dim, device=dev, generator=g).bfloat16()
+        def rnd(h, n, g=g):
+            return torch.randn(batch, h, n, head_dim, device=dev, generator=g).bfloat16()
 
         kv_lens = torch.full((batch,), cache, dtype=torch.int32, device=dev)
-        sets.append((rnd(block), rnd(cache), rnd(cache), kv_lens))
+        sets.append((rnd(heads, block), rnd(kv_heads, cache), rnd(kv_heads, cache), kv_lens))
     q, k, v, kv_lens = sets[0]
     ref = block_decode_attention_reference(q.float(), k.float(), v.float(), kv_lens, scale)
     err = (block_decode_attention_triton(q, k, v, kv_lens, scale).float() - ref).abs().max().item()
@@ -238,6 +258,8 @@ def _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim
 
     def flash(q, k, v, kv_lens):
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            if gqa:
+                return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=True)
             return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
     ref_c = compiled(block_decode_attention_reference, do_compile)
@@ -257,6 +279,7 @@ def _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim
     row = {
         "batch": batch,
         "heads": heads,
+        "kv_heads": kv_heads,
         "head_dim": head_dim,
         "block": block,
         "kv_cache": cache,
@@ -270,7 +293,8 @@ def _decode_case(batch, cache, dev, peak_bw, rep_ms, do_compile, heads, head_dim
     }
     if peak_bw:
         row["hbm_fraction"] = {k: round(nbytes / v / peak_bw, 4) for k, v in t.items() if v}
-    print(f"decode b={batch} S={cache}: " + _fmt(row["time_us"]), flush=True)
+    layout = f" H={heads}/{kv_heads} D={head_dim}" if gqa else ""
+    print(f"decode b={batch} S={cache}{layout}: " + _fmt(row["time_us"]), flush=True)
     return row
 
 
@@ -511,6 +535,17 @@ def evaluate_targets(result: dict) -> dict:
             "met": worst_flash <= 1.10,
         }
         out["decode >= 1.5x SDPA explicit mask"] = {"worst": worst_mask, "met": worst_mask >= 1.5}
+    gqa = result.get("decode_attention_gqa") or []
+    big = [r for r in gqa if r["batch"] >= 4 and r["kv_cache"] >= 4096]
+    if big and all("hbm_fraction" in r for r in big):
+        fr = min(r["hbm_fraction"]["triton"] for r in big)
+        out["GQA decode >= 85% HBM peak (batch >= 4, cache >= 4K)"] = {"min": fr, "met": fr >= 0.85}
+    if gqa:
+        worst = max(r["triton_over_flash"] or math.inf for r in gqa)
+        out["GQA decode at least as fast as flash SDPA enable_gqa (whole sweep)"] = {
+            "worst_triton_over_flash": worst,
+            "met": worst <= 1.0,
+        }
     train = [r for r in result["block_causal_attention"] if r["tokens"] == 4096]
     if train:
         flex = [r["speedup_vs_flex"] for r in train if r["speedup_vs_flex"]]
@@ -605,20 +640,28 @@ def main() -> None:
         dec = [(1, 40)]
         train = [(1, 40, 8)]
         heads, head_dim, block = 2, 16, 8
+        gqa_layouts, gqa_dec = [(4, 2, 16)], [(1, 40)]
     else:
         conf = [(b, 32, v) for v in (32000, 151936) for b in (1, 8, 32, 64)]
         conf += [(8, 32, 131072), (64, 32, 131072)]
         dec = [(b, s) for b in (1, 4, 16) for s in (1024, 4096, 8192)]
         train = [(1, 4096, 32)]
         heads, head_dim, block = 32, 128, 32
+        # SmolLM2 (9 query / 3 K/V heads, D 64) and Qwen2.5-7B (28 / 4, D 128).
+        gqa_layouts = [(9, 3, 64), (28, 4, 128)]
+        gqa_dec = [(b, s) for b in (1, 4, 16, 32) for s in (1024, 4096, 8192)]
         if args.quick:
             conf, dec = [(1, 32, 151936), (32, 32, 151936)], [(1, 4096), (16, 4096)]
+            gqa_dec = [(4, 4096), (32, 4096)]
     full = not (args.quick or args.smoke)
     compile_conf = {(32, 32, 151936)} if full else set()
     compile_dec = {(1, 4096)} if full else set()
     result["confidence_commit"] = bench_confidence(conf, dev, peak_bw, args.rep_ms, compile_conf)
     result["decode_attention"] = bench_decode(
         dec, dev, peak_bw, args.rep_ms, compile_dec, heads, head_dim, block
+    )
+    result["decode_attention_gqa"] = bench_decode_gqa(
+        gqa_layouts, gqa_dec, dev, peak_bw, args.rep_ms, block
     )
     result["block_causal_attention"] = bench_block_causal(
         train, dev, peak_flops, args.rep_ms, heads, head_dim, full

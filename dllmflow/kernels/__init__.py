@@ -39,7 +39,9 @@ def confidence_commit(
 def block_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int, scale: float | None = None
 ) -> torch.Tensor:
-    """q, k, v [B, H, T, D]; query i attends key j iff j // block_size <= i // block_size.
+    """q [B, H, T, D], k, v [B, Hkv, T, D]; query i attends key j iff j // block_size <= i //
+    block_size. Hkv must divide H (grouped-query attention: query head h reads K/V head
+    h // (H // Hkv); Hkv = H is multi-head attention).
 
     Returns [B, H, T, D]. Differentiable: the Triton path recomputes through the reference for
     the backward pass.
@@ -57,8 +59,9 @@ def block_decode_attention(
     kv_lens: torch.Tensor,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """q [B, H, Lb, D] (active block) over cache k, v [B, H, S, D]; keys >= kv_lens[b] ignored.
+    """q [B, H, Lb, D] (active block) over cache k, v [B, Hkv, S, D]; keys >= kv_lens[b] ignored.
 
+    Hkv must divide H, as for block_causal_attention (grouped-query attention).
     kv_lens [B] int32/int64 with Lb <= kv_lens[b] <= S (the active block's keys already written).
     Returns [B, H, Lb, D].
     """

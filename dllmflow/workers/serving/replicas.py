@@ -37,6 +37,17 @@ class ReplicaSpec:
         return replica_name(self.backend, self.index)
 
 
+def checkpoint_label(path: str) -> str:
+    """A shipped checkpoint by its shipped name ("ar", "smollm2-135m/ar"), else its folder."""
+    from dllmflow.models.loader import CHECKPOINT_DIR
+
+    resolved = os.path.realpath(path)
+    shipped = os.path.realpath(CHECKPOINT_DIR)
+    if resolved.startswith(shipped + os.sep):
+        return os.path.relpath(resolved, shipped)
+    return os.path.basename(resolved.rstrip("/"))
+
+
 def replica_name(backend: str, index: int) -> str:
     return f"dllmflow-{backend}-{index}"
 
@@ -71,7 +82,7 @@ class ModelReplica:
             "name": self.spec.name,
             "backend": self.spec.backend,
             "checkpoint": self.path,
-            "model": f"{sampler.kind}:{os.path.basename(self.path.rstrip('/'))}",
+            "model": f"{sampler.kind}:{checkpoint_label(self.path)}",
             "sampler": sampler.kind,
             "device": self.device,
             "pid": os.getpid(),

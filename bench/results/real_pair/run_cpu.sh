@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The real pair (and the tiny pair) on the out-of-distribution sets, offline episodes on CPU:
+# AR and diffusion in two processes side by side (one torch thread each), 8 episodes batched.
+# Run from the repository root: bash bench/results/real_pair/run_cpu.sh [N_QUESTIONS]
+set -euo pipefail
+N=${1:-30}
+OUT=bench/results/real_pair
+run() {  # pair-half set
+  local name=${1//\//-}
+  python -m dllmflow.models.evaluation --policy "$1" --corpus "bench/evalsets/$2/corpus.jsonl" \
+    --qa "bench/evalsets/$2/questions.jsonl" --questions "$N" --concurrency 8 --threads 1 \
+    --out "$OUT/$2_$name.json" --episodes-out "$OUT/$2_$name.episodes.jsonl" 2>"$OUT/$2_$name.log"
+}
+for half in ar diffusion; do
+  (for set in reworded prose; do run "smollm2-135m/$half" "$set"; done) &
+done
+wait
+for half in ar diffusion; do
+  (for set in reworded prose; do run "$half" "$set"; done) &
+done
+wait

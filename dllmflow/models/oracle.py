@@ -182,8 +182,11 @@ def _answer_only(role: str, question: Mapping[str, Any], trace: _Trace) -> tuple
         return "Plan: search the question, read the best pages.", Action("search", {"query": query})
     holding = [d for d in trace.fetched if answer.lower() in trace.page_text(d).lower()]
     if holding:
+        # Quote where the answer stands before giving it, as the hop path does: the quote is
+        # what teaches a model to find the answer on the page rather than to guess it.
+        sentence = _sentence_with(trace.page_text(holding[0]), answer) or ""
         return (
-            f"The pages {', '.join(holding)} state the answer {answer}.",
+            f'[{holding[0]}] says "{_quote(sentence)}" The answer is {answer}.',
             Action("answer", {"answer": answer, "sources": holding}),
         )
     action, obs = trace.last()

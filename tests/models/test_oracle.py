@@ -106,3 +106,18 @@ def test_oracle_reads_the_observations_it_is_shown():
     assert parse_turn(hit).action.args == {"id": hop["doc_id"]}
     miss = oracle_turn("seeker", q, [Step("planner", planner, [])])
     assert parse_turn(miss).action.tool == "search"
+
+
+def test_answer_only_turn_quotes_the_sentence_that_holds_the_answer():
+    """Without hops the oracle still shows where the answer stands on the fetched page."""
+    from dllmflow.models.local_search import InMemorySearch
+    from dllmflow.models.oracle import oracle_episode
+
+    corpus = [
+        {"id": "d1", "title": "grep", "url": "u", "text": "Search files. Use -i to ignore case."},
+        {"id": "d2", "title": "sort", "url": "u", "text": "Sort lines of text files."},
+    ]
+    record = {"id": "q", "question": "grep option to ignore case?", "answer": "-i"}
+    steps = oracle_episode(record, InMemorySearch(corpus))
+    answering = next(s for s in steps if s.role == "seeker" and '"answer"' in s.turn)
+    assert 'says "Use -i to ignore case."' in answering.turn

@@ -20,6 +20,25 @@ from dllmflow.workflows.activities import EpisodeActivities
 from dllmflow.workflows.episode import EpisodeWorkflow
 
 MAX_CONCURRENT_ACTIVITIES = 32
+# Modules the activities import on first use. The workflow sandbox swaps the import machinery
+# while it builds a workflow instance, and an activity thread importing a module for the first
+# time at that moment deadlocked the worker on the two module locks (a model turn's first
+# import of model_client while a new workflow started). Importing them up front avoids that.
+ACTIVITY_MODULES = (
+    "dllmflow.workers.model_client",
+    "dllmflow.workers.tools",
+    "dllmflow.models.oracle",
+    "dllmflow.models.actions",
+    "dllmflow.models.world",
+    "dllmflow.store.executions",
+)
+
+
+def preload_activity_modules() -> None:
+    import importlib
+
+    for name in ACTIVITY_MODULES:
+        importlib.import_module(name)
 
 
 async def temporal_client(settings: Settings) -> Client:
@@ -52,6 +71,7 @@ def build_worker(
 
 
 async def run_worker(settings: Settings) -> None:
+    preload_activity_modules()
     client = await temporal_client(settings)
     with ThreadPoolExecutor(max_workers=MAX_CONCURRENT_ACTIVITIES) as pool:
         worker = build_worker(client, settings, pool)

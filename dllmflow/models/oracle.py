@@ -28,13 +28,27 @@ _ACTION_SPAN = re.compile(re.escape(ACTION_OPEN) + r"(.*?)" + re.escape(ACTION_C
 
 
 def _sentence_with(text: str, needle: str) -> str | None:
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
-        if needle.lower() in sentence.lower():
-            return sentence.strip()
+    """The sentence of ``text`` that states ``needle``: one holding it as a whole token first
+    ("-i" is not inside "--ignore-case"), else one holding it at all. In line-structured text
+    (manual pages, help screens) a short heading line is quoted with the line after it, the
+    description that says what the heading's option does."""
+    lines = [ln.strip() for ln in text.split("\n")]
+    token = re.compile(r"(?<![\w-])" + re.escape(needle.lower()) + r"(?![\w])")
+    for match in (token.search, lambda s: needle.lower() in s):
+        for i, line in enumerate(lines):
+            for sentence in re.split(r"(?<=[.!?])\s+", line):
+                if match(sentence.lower()):
+                    heading = sentence == line and line.startswith("-") and len(line) < 60
+                    if heading and i + 1 < len(lines) and lines[i + 1]:
+                        follow = re.split(r"(?<=[.!?])\s+", lines[i + 1])[0]
+                        return f"{line} {follow}".strip()
+                    return sentence.strip()
     return None
 
 
 def _quote(sentence: str) -> str:
+    """A quote that cannot end the thinking or open an action ("--exists-action <action>")."""
+    sentence = re.sub(r"</?(?:think|action)>", lambda m: m.group(0)[1:-1], sentence)
     return sentence.replace('"', "'")
 
 
@@ -180,7 +194,12 @@ def _answer_only(role: str, question: Mapping[str, Any], trace: _Trace) -> tuple
     query = " ".join(str(question["question"]).split())[:200]
     if role == "planner":
         return "Plan: search the question, read the best pages.", Action("search", {"query": query})
+    target = question.get("doc_id")
     holding = [d for d in trace.fetched if answer.lower() in trace.page_text(d).lower()]
+    if target in trace.fetched:
+        # The answer's own document was read: only it is quoted (another page may hold the
+        # same short string, "-v", by chance).
+        holding = [target] if target in holding else []
     if holding:
         # Quote where the answer stands before giving it, as the hop path does: the quote is
         # what teaches a model to find the answer on the page rather than to guess it.
@@ -192,7 +211,9 @@ def _answer_only(role: str, question: Mapping[str, Any], trace: _Trace) -> tuple
     action, obs = trace.last()
     if action and action.tool == "search" and isinstance(obs, list):
         fresh = [r for r in obs if r.get("id") not in trace.fetched]
-        hit = next((r for r in fresh if answer.lower() in r.get("snippet", "").lower()), None)
+        hit = next((r for r in fresh if r.get("id") == target), None)
+        if hit is None:
+            hit = next((r for r in fresh if answer.lower() in r.get("snippet", "").lower()), None)
         if hit is None and fresh and trace.searches_since_fetch() <= MAX_SEARCH_RETRIES:
             hit = fresh[0]
         if hit is not None:

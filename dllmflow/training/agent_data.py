@@ -32,14 +32,19 @@ import string
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode
+from dllmflow.models.oracle import oracle_episode, oracle_turn
 from dllmflow.models.prompting import Step
 from dllmflow.models.world import RELATIONS, World, generate_world, train_seeds
+
+from .english import base_form as _base_form
+from .english import lower_first as _lower_first
+from .english import third_person as _third_person
+from .help_prose import collect_help, help_documents, help_questions
 
 # ---------------------------------------------------------------------------------------------
 # Question phrasing for generated worlds
@@ -548,12 +553,35 @@ def remap_ids(
 # World episodes
 
 
-def _world_job(args: tuple[int, int, int, int]) -> list[tuple[dict, list[Step]]]:
-    world_seed, questions_per_world, seed, phrasings = args
+# Share of each hop count among a world's training questions. The generator draws 1-4 hops
+# (weights 1:2:2:1); a planner trained on that learns to plan three steps for a one-step
+# question, so one, two and three hops are drawn equally and four hops seldom.
+HOP_WEIGHTS = {1: 3, 2: 3, 3: 3, 4: 1}
+
+
+def balanced_by_hops(
+    questions: Sequence[dict[str, Any]], n: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """``n`` of ``questions`` drawn by ``HOP_WEIGHTS`` over their hop counts."""
+    by_hops: dict[int, list[dict[str, Any]]] = {}
+    for q in questions:
+        by_hops.setdefault(len(q["hops"]), []).append(q)
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        left = [h for h, qs in by_hops.items() if qs]
+        if not left:
+            break
+        h = rng.choices(left, weights=[HOP_WEIGHTS.get(k, 1) for k in left])[0]
+        out.append(by_hops[h].pop(0))
+    return out
+
+
+def _world_job(args: tuple[int, int, int, int, int]) -> list[tuple[dict, list[Step]]]:
+    world_seed, questions_per_world, seed, phrasings, planner_phrasings = args
     rng = random.Random(f"agent-data-{seed}-{world_seed}")
-    world = generate_world(world_seed, n_questions=max(questions_per_world, 10))
+    world = generate_world(world_seed, n_questions=max(questions_per_world * 3, 10))
     docs = rerender_documents(world, rng) if rng.random() < 0.5 else list(world.documents)
-    questions = world.questions[:questions_per_world]
+    questions = balanced_by_hops(world.questions, questions_per_world, rng)
     if rng.random() < 0.5:
         docs, questions = remap_ids(docs, questions, rng, rng.choice(ID_STYLES))
     rng.shuffle(docs)  # search ties must not favour the generation order
@@ -570,6 +598,12 @@ def _world_job(args: tuple[int, int, int, int]) -> list[tuple[dict, list[Step]]]
             seen.add(text)
             record = {**copy.deepcopy(q), "id": f"{q['id']}-v{k}", "question": text}
             out.append((record, oracle_episode(record, tools)))
+        # Planner-only wordings: the plan (how many hops, which relations) is the decision
+        # that the rest of the episode follows, and it is one turn in six of an episode.
+        for k in range(planner_phrasings):
+            text = phrase_question(q["hops"], rng)
+            record = {**copy.deepcopy(q), "id": f"{q['id']}-p{k}", "question": text}
+            out.append((record, [Step("planner", oracle_turn("planner", record), None)]))
     return out
 
 
@@ -592,11 +626,20 @@ def _pool_map(fn, jobs: list, workers: int, label: str) -> list:
 
 
 def world_examples(
-    n_worlds: int, questions_per_world: int, seed: int, phrasings: int = 2, workers: int = 1
+    n_worlds: int,
+    questions_per_world: int,
+    seed: int,
+    phrasings: int = 2,
+    workers: int = 1,
+    planner_phrasings: int = 0,
 ) -> list[tuple[dict, list[Step]]]:
-    """Oracle episodes over ``n_worlds`` training worlds, ``phrasings`` wordings per question."""
+    """Oracle episodes over ``n_worlds`` training worlds, ``phrasings`` wordings per question
+    (plus ``planner_phrasings`` more wordings whose episode is the planner turn alone)."""
     offset = (seed * 10_007) % (800_000 - n_worlds)
-    jobs = [(s, questions_per_world, seed, phrasings) for s in train_seeds(n_worlds, offset)]
+    jobs = [
+        (s, questions_per_world, seed, phrasings, planner_phrasings)
+        for s in train_seeds(n_worlds, offset)
+    ]
     out = []
     for part in _pool_map(_world_job, jobs, workers, "worlds"):
         out.extend(part)
@@ -842,32 +885,6 @@ _CLASS_VERBS = {
     "Defines", "Creates", "Encapsulates", "Indicates", "Describes", "Contains", "Allows",
     "Generates", "Tracks", "Converts", "Parses", "Builds", "Runs", "Raised", "Signals",
 }  # fmt: skip
-
-
-def _third_person(verb: str) -> str:
-    v = verb.lower()
-    if v.endswith("s") and not v.endswith("ss"):
-        return v
-    if v.endswith(("ss", "sh", "ch", "x", "z", "o")):
-        return v + "es"
-    if v.endswith("y") and len(v) > 1 and v[-2] not in "aeiou":
-        return v[:-1] + "ies"
-    return v + "s"
-
-
-def _base_form(verb: str) -> str:
-    v = verb.lower()
-    if v.endswith("ies"):
-        return v[:-3] + "y"
-    if v.endswith(("sses", "shes", "ches", "xes", "zes")):
-        return v[:-2]
-    if v.endswith("s") and not v.endswith("ss"):
-        return v[:-1]
-    return v
-
-
-def _lower_first(s: str) -> str:
-    return s[0].lower() + s[1:] if s and not s[:2].isupper() else s
 
 
 _DEFAULT_RE = re.compile(
@@ -1176,36 +1193,113 @@ def prose_examples(
 # Mix and CLI
 
 
+def _fill_holes(template: str, values: dict[str, str]) -> tuple[str, list[str]]:
+    """``{p}``-style slots -> ``_HOLE`` markers and the texts they stand for, in order."""
+    holes: list[str] = []
+
+    def hole(m: re.Match) -> str:
+        if m.group(1) not in values:
+            return m.group(0)
+        holes.append(values[m.group(1)])
+        return _HOLE
+
+    return re.sub(r"\{(\w)\}", hole, template), holes
+
+
+def help_examples(
+    n_questions: int, seed: int, *, corpus_size: int = 120, max_rounds: int = 40
+) -> list[tuple[dict, list[Step]]]:
+    """Oracle episodes for ``n_questions`` questions over command-line help excerpts
+    (``help_prose``), each asked of a corpus of ``corpus_size`` excerpts; every round draws
+    new id styles, corpora and wordings over the same help screens."""
+    rng = random.Random(f"agent-help-{seed}")
+    t0 = time.time()
+    docs = help_documents(collect_help())
+    print(f"  help excerpts: {len(docs)} ({time.time() - t0:.0f}s)", file=sys.stderr)
+    out: list[tuple[dict, list[Step]]] = []
+    for _round in range(max_rounds):
+        if len(out) >= n_questions or not docs:
+            break
+        order = list(range(len(docs)))
+        rng.shuffle(order)
+        style = rng.choice(_DOC_ID_STYLES)
+        for start in range(0, len(order), corpus_size):
+            group = [docs[i] for i in order[start : start + corpus_size]]
+            ids: dict[str, None] = {}
+            while len(ids) < len(group):
+                ids.setdefault(_doc_id(style, rng.randrange(100_000), rng))
+            public = [
+                {"id": doc_id, "title": d["title"], "url": f"cli:{d['title']}", "text": d["text"]}
+                for d, doc_id in zip(group, ids, strict=True)
+            ]
+            tools = InMemorySearch(public)
+            for rec in help_questions(group, rng):
+                doc = public[rec["doc_index"]]
+                template = rec["question"]
+                template = template[0].upper() + template[1:] if template[0] != "{" else template
+                template = _paraphrase(template, rng, rng.choice([0.0, 0.0, 0.5]))
+                text, holes = _fill_holes(template, {"p": rec["prog"], "f": rec.get("flag", "")})
+                text = add_noise(text, holes, rng)
+                rank = _rank(tools, text, doc["id"])
+                if rank is None or rank >= 4:
+                    continue  # the oracle never guesses a document the search did not show
+                record = {
+                    "id": f"help-{doc['id']}-{len(out)}",
+                    "question": text,
+                    "answer": rec["answer"],
+                    "aliases": rec["aliases"],
+                    "doc_id": doc["id"],
+                    "kind": f"help-{rec['kind']}",
+                    "rank": rank,
+                }
+                out.append((record, oracle_episode(record, tools)))
+    rng.shuffle(out)
+    return out[:n_questions]
+
+
 def build_training_episodes(
     n_world_questions: int,
     n_prose_questions: int,
     seed: int = 0,
     *,
+    n_help_questions: int = 0,
     questions_per_world: int = 25,
     phrasings: int = 2,
+    planner_phrasings: int = 0,
     workers: int = 1,
 ) -> list[tuple[dict, list[Step]]]:
-    """``n_world_questions`` world episodes (phrasings included) and ``n_prose_questions``
-    docstring episodes, shuffled together."""
+    """``n_world_questions`` world episodes (phrasings included; planner-only wordings come on
+    top), ``n_prose_questions`` docstring episodes and ``n_help_questions`` command-line help
+    episodes, shuffled together."""
     per_world = questions_per_world * phrasings
     n_worlds = -(-n_world_questions // per_world) if n_world_questions else 0
     world = (
-        world_examples(n_worlds, questions_per_world, seed, phrasings, workers=workers)
+        world_examples(
+            n_worlds,
+            questions_per_world,
+            seed,
+            phrasings,
+            workers=workers,
+            planner_phrasings=planner_phrasings,
+        )
         if n_worlds
         else []
     )
-    world = world[:n_world_questions]
+    full = [e for e in world if len(e[1]) > 1][:n_world_questions]
+    planner_only = [e for e in world if len(e[1]) == 1]
     prose = []
     if n_prose_questions:
         n_docs = max(600, int(n_prose_questions * 2.2))
         prose = prose_examples(n_docs, n_prose_questions, seed, workers=workers)
-    episodes = world + prose
+    helps = help_examples(n_help_questions, seed) if n_help_questions else []
+    episodes = full + planner_only + prose + helps
     random.Random(f"agent-mix-{seed}").shuffle(episodes)
     return episodes
 
 
 def summarize(episodes: Sequence[tuple[dict, list[Step]]]) -> dict[str, Any]:
-    prose = [q for q, _ in episodes if "hops" not in q]
+    prose = [q for q, _ in episodes if "hops" not in q and not q.get("kind", "").startswith("help")]
+    helps = [q for q, _ in episodes if q.get("kind", "").startswith("help")]
     n = len(episodes)
     answered = 0
     for q, steps in episodes:
@@ -1213,8 +1307,10 @@ def summarize(episodes: Sequence[tuple[dict, list[Step]]]) -> dict[str, Any]:
         answered += json.dumps(q["answer"], ensure_ascii=False)[1:-1] in final
     return {
         "episodes": n,
-        "world": n - len(prose),
+        "world": n - len(prose) - len(helps),
+        "planner_only": sum(1 for _, steps in episodes if len(steps) == 1),
         "prose": len(prose),
+        "help": len(helps),
         "prose_share": round(len(prose) / n, 3) if n else 0.0,
         "mean_turns": round(sum(len(s) for _, s in episodes) / n, 2) if n else 0.0,
         "prose_doc_in_top4": sum(1 for q in prose if q.get("rank") is not None and q["rank"] < 4),
@@ -1226,26 +1322,60 @@ def summarize(episodes: Sequence[tuple[dict, list[Step]]]) -> dict[str, Any]:
     }
 
 
+def adaptation_texts(n_docs: int, seed: int, workers: int = 1) -> list[str]:
+    """Plain texts for block-diffusion adaptation: docstring documents and help screens."""
+    rng = random.Random(f"agent-adapt-{seed}")
+    texts = [d["text"] for d in docstring_corpus(n_docs, rng, workers=workers)]
+    texts += [text for _prog, text in collect_help()]
+    rng.shuffle(texts)
+    return texts
+
+
+def _write_jsonl(out: Path, records: Iterable[dict[str, Any]]) -> None:
+    """All records or nothing: written beside ``out``, then renamed over it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world-questions", type=int, default=8000)
     ap.add_argument("--prose-questions", type=int, default=4000)
+    ap.add_argument("--help-questions", type=int, default=0)
+    ap.add_argument("--phrasings", type=int, default=2)
+    ap.add_argument("--planner-phrasings", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--adaptation-out",
+        help="also write plain texts for the diffusion half's adaptation phase (docstring "
+        "documents and help screens, one {'text'} per line)",
+    )
+    ap.add_argument("--adaptation-docs", type=int, default=6000)
     args = ap.parse_args(argv)
     t0 = time.time()
+    if args.adaptation_out:
+        texts = adaptation_texts(args.adaptation_docs, args.seed, workers=args.workers)
+        _write_jsonl(Path(args.adaptation_out), ({"text": t} for t in texts))
+        print(f"  adaptation texts: {len(texts)} -> {args.adaptation_out}", file=sys.stderr)
     episodes = build_training_episodes(
-        args.world_questions, args.prose_questions, args.seed, workers=args.workers
+        args.world_questions,
+        args.prose_questions,
+        args.seed,
+        n_help_questions=args.help_questions,
+        phrasings=args.phrasings,
+        planner_phrasings=args.planner_phrasings,
+        workers=args.workers,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for q, steps in episodes:
-            rec = {"question": q, "steps": [s.to_dict() for s in steps]}
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    _write_jsonl(
+        Path(args.out),
+        ({"question": q, "steps": [s.to_dict() for s in steps]} for q, steps in episodes),
+    )
     summary = summarize(episodes)
     summary["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=2))

@@ -269,7 +269,9 @@ def train_phase(
     history: list[dict[str, Any]],
     phase: str,
     warmup: int = 30,
-) -> None:
+    deadline: float | None = None,
+) -> int:
+    """Train ``steps`` steps (fewer if ``time.time()`` passes ``deadline``) -> steps done."""
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -284,7 +286,11 @@ def train_phase(
     t0 = time.time()
     offset = history[-1]["step"] if history else 0  # steps of earlier phases
     model.train()
+    done = 0
     for step in range(1, steps + 1):
+        if deadline is not None and time.time() > deadline:
+            print(f"[{kind}/{phase}] time budget reached after {done} steps", flush=True)
+            break
         scale = step / warmup if step <= warmup else 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = lr * max(0.05, scale)
@@ -298,6 +304,7 @@ def train_phase(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        done = step
         if step % 10 == 0 or step == 1:
             row = {"phase": phase, "step": offset + step, "loss": loss.item(), "lr": lr * scale}
             row.update({k: v.item() for k, v in parts.items()}, time=round(time.time() - t0, 1))
@@ -308,6 +315,7 @@ def train_phase(
                 f"{(time.time() - t0) / step:.2f}s/step",
                 flush=True,
             )
+    return done
 
 
 def train(
@@ -325,8 +333,13 @@ def train(
     block: int = 16,
     context_tokens: int = DEFAULT_CONTEXT_TOKENS,
     seed: int = 0,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """One half of the pair into ``out`` (config.json + adapter.safetensors + loss history)."""
+    """One half of the pair into ``out`` (config.json + adapter.safetensors + loss history).
+
+    ``max_seconds`` bounds the whole run: training stops early (and says so in the summary)
+    so that the adapter is always written inside a fixed time slot."""
+    deadline = time.time() + max_seconds if max_seconds else None
     torch.manual_seed(seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -366,10 +379,11 @@ def train(
             seed=seed + 1,
             history=history,
             phase="adapt",
+            deadline=deadline,
         )
         marks.append(history[-1]["step"])
     agent = PackedExamples.load(data)
-    train_phase(
+    steps_done = train_phase(
         model,
         kind,
         agent,
@@ -381,6 +395,7 @@ def train(
         seed=seed,
         history=history,
         phase="agent",
+        deadline=deadline,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,6 +406,7 @@ def train(
     summary = {
         "kind": kind,
         "steps": steps,
+        "steps_done": steps_done,
         "adapt_steps": adapt_steps,
         "examples": len(agent),
         "tokens_per_batch": tokens_per_batch,
@@ -426,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--rank", type=int, default=24)
     t.add_argument("--tokens-per-batch", type=int, default=32_768)
+    t.add_argument("--max-seconds", type=float, help="stop early to finish inside this time")
     a = p.parse_args(argv)
     if a.cmd == "prepare":
         counts = prepare(
@@ -449,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rank=a.rank,
             alpha=2.0 * a.rank,
             tokens_per_batch=a.tokens_per_batch,
+            max_seconds=a.max_seconds,
         )
         print(json.dumps(summary))
     return 0

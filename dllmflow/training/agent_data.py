@@ -1207,14 +1207,19 @@ def _fill_holes(template: str, values: dict[str, str]) -> tuple[str, list[str]]:
 
 
 def help_examples(
-    n_questions: int, seed: int, *, corpus_size: int = 120, max_rounds: int = 40
+    n_questions: int,
+    seed: int,
+    *,
+    corpus_size: int = 120,
+    max_rounds: int = 40,
+    screens: Sequence[tuple[str, str]] | None = None,
 ) -> list[tuple[dict, list[Step]]]:
     """Oracle episodes for ``n_questions`` questions over command-line help excerpts
     (``help_prose``), each asked of a corpus of ``corpus_size`` excerpts; every round draws
     new id styles, corpora and wordings over the same help screens."""
     rng = random.Random(f"agent-help-{seed}")
     t0 = time.time()
-    docs = help_documents(collect_help())
+    docs = help_documents(collect_help() if screens is None else screens)
     print(f"  help excerpts: {len(docs)} ({time.time() - t0:.0f}s)", file=sys.stderr)
     out: list[tuple[dict, list[Step]]] = []
     for _round in range(max_rounds):

@@ -11,7 +11,9 @@ from dllmflow.models.local_search import InMemorySearch
 from dllmflow.models.oracle import oracle_episode
 from dllmflow.models.world import RELATIONS, generate_world, train_seeds
 from dllmflow.training.agent_data import (
+    HOP_WEIGHTS,
     ID_STYLES,
+    balanced_by_hops,
     build_training_episodes,
     docstring_corpus,
     phrase_question,
@@ -129,3 +131,20 @@ def test_determinism_under_a_seed():
     assert sum("hops" in q for q, _ in a) == 40
     c = build_training_episodes(40, 10, seed=6)
     assert [q["question"] for q, _ in a] != [q["question"] for q, _ in c]
+
+
+def test_world_questions_are_balanced_over_hop_counts():
+    """One, two and three hops equally (the generator's own mix makes three-step plans the
+    default); the planner-only wordings are planner turns that plan and search the entity."""
+    world = generate_world(train_seeds(1)[0], n_questions=300)
+    picked = balanced_by_hops(world.questions, 120, random.Random(0))
+    counts = {h: sum(1 for q in picked if len(q["hops"]) == h) for h in HOP_WEIGHTS}
+    assert len(picked) == 120
+    assert all(25 <= counts[h] <= 55 for h in (1, 2, 3)), counts
+    assert counts[4] < min(counts[1], counts[2], counts[3]), counts
+    eps = world_examples(1, 10, seed=0, phrasings=1, planner_phrasings=2)
+    planner_only = [steps for _q, steps in eps if len(steps) == 1]
+    assert len(planner_only) == 20
+    for (step,) in planner_only:
+        turn = parse_turn(step.turn)
+        assert step.role == "planner" and turn.valid and turn.action.tool == "search"

@@ -121,3 +121,44 @@ def test_answer_only_turn_quotes_the_sentence_that_holds_the_answer():
     steps = oracle_episode(record, InMemorySearch(corpus))
     answering = next(s for s in steps if s.role == "seeker" and '"answer"' in s.turn)
     assert 'says "Use -i to ignore case."' in answering.turn
+
+
+def test_quote_of_an_option_heading_carries_its_description():
+    """In manual-style text "-i" is quoted as its heading plus the line saying what it does,
+    and a flag inside a longer flag ("--ignore-case" holds "-i") is not taken for it."""
+    from dllmflow.models.oracle import _sentence_with
+
+    text = "--no-ignore-case\nDo not ignore case.\n-i, --ignore-case\nIgnore case distinctions."
+    assert _sentence_with(text, "-i") == "-i, --ignore-case Ignore case distinctions."
+    prose = "The level is 6. Other text follows here."
+    assert _sentence_with(prose, "6") == "The level is 6."
+
+
+def test_answer_only_quotes_the_records_own_document():
+    """A short answer ("-v") can stand on other pages too: with the record's doc_id the oracle
+    fetches that document from the results and quotes it, never a look-alike."""
+    from dllmflow.models.local_search import InMemorySearch
+    from dllmflow.models.oracle import oracle_episode
+
+    corpus = [
+        {
+            "id": "a",
+            "title": "tool verbose",
+            "url": "u",
+            "text": "-v, --version\nPrint the version.",
+        },
+        {"id": "b", "title": "tool verbose output", "url": "u", "text": "-v\nVerbose output."},
+    ]
+    record = {"id": "q", "question": "tool verbose output flag", "answer": "-v", "doc_id": "b"}
+    steps = oracle_episode(record, InMemorySearch(corpus))
+    fetched = [parse_turn(s.turn).action.args.get("id") for s in steps if '"fetch"' in s.turn]
+    answering = next(s for s in steps if s.role == "seeker" and '"answer"' in s.turn)
+    assert fetched == ["b"]
+    assert '[b] says "-v Verbose output."' in answering.turn
+    assert parse_turn(answering.turn).action.args["sources"] == ["b"]
+
+
+def test_a_quote_never_breaks_the_turn_format():
+    from dllmflow.models.oracle import _quote
+
+    assert "<action>" not in _quote('--exists-action <action> "x"')

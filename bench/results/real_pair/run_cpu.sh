@@ -2,8 +2,10 @@
 # The real pair (and the tiny pair) on the out-of-distribution sets, offline episodes on CPU:
 # AR and diffusion in two processes side by side (one torch thread each), 8 episodes batched.
 # Run from the repository root: bash bench/results/real_pair/run_cpu.sh [N_QUESTIONS]
+# (TINY=0 leaves out the tiny pair, whose results do not change when the real pair is retrained)
 set -euo pipefail
 N=${1:-30}
+TINY=${TINY:-1}
 OUT=bench/results/real_pair
 run() {  # pair-half set
   local name=${1//\//-}
@@ -15,6 +17,7 @@ for half in ar diffusion; do
   (for set in reworded prose; do run "smollm2-135m/$half" "$set"; done) &
 done
 wait
+[[ $TINY == 1 ]] || exit 0
 for half in ar diffusion; do
   (for set in reworded prose; do run "$half" "$set"; done) &
 done

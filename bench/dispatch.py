@@ -17,9 +17,9 @@ import statistics
 
 from common import bench_stack, percentile, record
 
-from dllmflow.models.world import generate_world
 from dllmflow.store.corpus import DEFAULT_CORPUS, load_documents
 from dllmflow.workflows.service import EpisodeService
+from dllmflow.world.generator import generate_world
 
 EAGER_MEDIAN_S = 0.001  # above this the activities are not being dispatched eagerly
 

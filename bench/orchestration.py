@@ -5,7 +5,7 @@ and the checkpoint write, p50/p95, from the waterfall every episode records and,
 it goes, from the episodes' Temporal event histories (workflow task dispatch, workflow task
 processing, activity execution less the measured work). Throughput: oracle
 episodes per minute at 1, 8 and 32 concurrent episodes through Temporal, and the same questions
-through the in-process loop (dllmflow.models.episode.run_episode on the same Postgres tools) as
+through the in-process loop (dllmflow.agent.episode.run_episode on the same Postgres tools) as
 the baseline, so the ratio is the price of durability on this machine.
 
     python bench/orchestration.py [--episodes-per-level 32]
@@ -24,14 +24,14 @@ from common import bench_stack, percentile, record
 from temporalio import activity, workflow
 from temporalio.worker import Worker
 
-from dllmflow.models.episode import run_episode
-from dllmflow.models.oracle import oracle_turn
-from dllmflow.models.world import generate_world
+from dllmflow.agent.episode import run_episode
 from dllmflow.store.corpus import DEFAULT_CORPUS, load_documents
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.workers.episode_worker import temporal_client
 from dllmflow.workers.tools import CorpusTools
 from dllmflow.workflows.service import EpisodeService
+from dllmflow.world.generator import generate_world
+from dllmflow.world.oracle import oracle_turn
 
 LEVELS = (1, 8, 32)
 NOOP_ACTIVITIES = 40

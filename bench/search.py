@@ -4,13 +4,13 @@
     DLLMFLOW_POSTGRES_PORT=... python bench/search.py   # or use a running one (any DLLMFLOW_*
                                                         # database setting), migrated first
 
-The corpus is one large synthetic world (dllmflow.models.world), and the queries are what the
+The corpus is one large synthetic world (dllmflow.world.generator), and the queries are what the
 oracle agent sends: entity names, "quoted" names and whole questions (which rarely match every
 word, so they exercise the any-term fallback). Each query runs through the tool function
 itself (pooled connection, snapshot, version read, ranking, snippets), against two baselines
 in the same run on the same queries (every --baseline-every'th one; they are slow):
   ilike     every word ILIKE-matched against title or text: a sequential scan, no index
-  memory    dllmflow.models.local_search.InMemorySearch, the training data's Python search
+  memory    dllmflow.world.local_search.InMemorySearch, the training data's Python search
 Results go to stdout and bench/results/search.json (with the exact command).
 
 Only Postgres is started (not Temporal/Ray): the other servers would only add CPU noise here.
@@ -37,13 +37,13 @@ from typing import Any
 from sqlalchemy import text
 
 from dllmflow.config import Settings, load_settings
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.world import generate_world
 from dllmflow.store import corpus as store
 from dllmflow.store.db import get_engine
 from dllmflow.store.migrate import upgrade
 from dllmflow.workers.tools.fetch import fetch
 from dllmflow.workers.tools.search import or_terms, search
+from dllmflow.world.generator import generate_world
+from dllmflow.world.local_search import InMemorySearch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search.json"
 CORPUS = "bench-world"

@@ -40,10 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dllmflow.agent.prompting import Step, render_context
 from dllmflow.models.loader import CHECKPOINT_DIR, load_backend
-from dllmflow.models.oracle import oracle_turn
-from dllmflow.models.prompting import Step, render_context
 from dllmflow.models.sampling.base import GenerationRequest
+from dllmflow.world.oracle import oracle_turn
 
 QUESTIONS = (
     Path(__file__).resolve().parent.parent / "dllmflow" / "data" / "demo" / "questions.jsonl"
@@ -65,7 +65,7 @@ def random_checkpoint(root: Path, backend: str) -> Path:
     from dllmflow.models.modeling_ar import ARConfig, ARForCausalLM
     from dllmflow.models.modeling_diffusion import BlockDiffusionLM, DiffusionConfig
     from dllmflow.models.tokenizer import load_tokenizer
-    from dllmflow.models.training import DEFAULT_TOKENIZER_DIR
+    from dllmflow.training.tiny_pair import DEFAULT_TOKENIZER_DIR
 
     tok = load_tokenizer(DEFAULT_TOKENIZER_DIR)
     ids = dict(

@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 
-from dllmflow.models.actions import parse_turn
+from dllmflow.agent.actions import parse_turn
+from dllmflow.agent.prompting import CONTEXT_TOKENS, render_context
 from dllmflow.models.loader import load_backend
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode
-from dllmflow.models.prompting import CONTEXT_TOKENS, render_context
 from dllmflow.models.sampling import GenerationRequest
-from dllmflow.models.world import eval_seeds, generate_world
+from dllmflow.world.generator import eval_seeds, generate_world
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -156,7 +156,7 @@ def train(
     """Agent-oriented fine-tuning of one model of the matched pair."""
     if backend not in ("ar", "diffusion"):
         raise ValueError(f"--backend must be 'ar' or 'diffusion' (got {backend!r})")
-    from dllmflow.models.training import train as run_training
+    from dllmflow.training.tiny_pair import train as run_training
 
     summary = run_training(
         backend,
@@ -184,7 +184,7 @@ def world(
     """Generate a synthetic research world (corpus + multi-hop questions) as JSONL."""
     if split not in ("eval", "train", "demo"):
         raise ValueError(f"--split must be eval, train or demo (got {split!r})")
-    from dllmflow.models.world import export_world
+    from dllmflow.world.generator import export_world
 
     corpus, question_file = export_world(
         out, split=split, index=index, seed=seed, n_questions=questions

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dllmflow.agent.actions import TOOL_NAMES, parse_turn, validate_action
 from dllmflow.commands.episodes import read_questions
-from dllmflow.models.actions import TOOL_NAMES, parse_turn, validate_action
 from dllmflow.store.episodes import MAX_QUESTION_CHARS, validate_question
 from dllmflow.workflows.service import check_policy
 from dllmflow.workflows.types import POLICIES, Budgets

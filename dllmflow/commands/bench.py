@@ -77,12 +77,12 @@ def load(
     out: Path = typer.Option(Path("bench/results/load.json"), help="Where to write the JSON."),
 ) -> None:
     """Run EPISODES oracle episodes, CONCURRENCY at a time, and report what happened."""
-    from dllmflow.models.world import generate_world
     from dllmflow.stack import manager
     from dllmflow.store.corpus import load_documents
     from dllmflow.store.streams import DeadLetterQueue
     from dllmflow.workers.episode_worker import spawn_worker
     from dllmflow.workers.tools.latency import LatencyProfile
+    from dllmflow.world.generator import generate_world
 
     LatencyProfile.parse(tool_latency)  # fail fast, naming the bad entry
     base = settings()

@@ -28,9 +28,9 @@ def demo_command(
     question_index: int = typer.Option(0, min=0, help="Which demo question to research."),
 ) -> None:
     """Start the embedded stack, load the demo corpus and run one research episode."""
-    from dllmflow.models.world import answer_matches, demo_paths, read_questions
     from dllmflow.stack import manager
     from dllmflow.store.corpus import DEFAULT_CORPUS, load_demo_corpus
+    from dllmflow.world.generator import answer_matches, demo_paths, read_questions
 
     s = settings()
     err_console.print("[bold]1/3[/] starting the embedded stack (first start takes ~20 s)")

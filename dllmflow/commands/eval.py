@@ -42,7 +42,7 @@ def _command_line(sub: str | None = None) -> str | None:
 
 
 def _read_records(questions: Path, limit: int | None) -> list[dict[str, Any]]:
-    from dllmflow.models.world import read_questions
+    from dllmflow.world.generator import read_questions
 
     records = read_questions(questions)[:limit] if limit else read_questions(questions)
     ids = [r["id"] for r in records]

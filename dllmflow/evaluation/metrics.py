@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dllmflow.models.world import answer_matches
+from dllmflow.world.generator import answer_matches
 
 Record = dict[str, Any]
 WATERFALL_PARTS = ("queue", "decode", "tool", "checkpoint", "orchestration")
@@ -168,7 +168,7 @@ def episode_arm(record: Record) -> str | None:
 def shadow_turns(record: Record) -> list[Record]:
     """Shadow decodes recorded by the router (``routing.shadow``: backend, decode_s, tokens,
     forward_passes, text or error); validity is parsed from the shadow text when not given."""
-    from dllmflow.models.actions import parse_turn
+    from dllmflow.agent.actions import parse_turn
 
     out = []
     for t in record.get("turn_stats") or []:

@@ -1,14 +1,13 @@
-"""AR and block-diffusion models, samplers, training and the synthetic research world.
+"""The networks, their loader and samplers (the agent format lives in dllmflow.agent, the
+generated worlds and the oracle in dllmflow.world, the trainers in dllmflow.training).
 
-actions.py            the turn/action format (single source of truth)
-world.py              seeded synthetic world -> corpus + multi-hop questions (JSONL)
-local_search.py       in-memory search/fetch with the runtime tools' result shapes
-prompting.py          render_context: the one renderer of a model's context
-oracle.py             scripted oracle policy (trajectory generator, perfect baseline)
-episode.py            local planner -> seeker -> writer loop; policy.py: model/oracle policies
-tokenizer.py          byte-level BPE shared by both models
-modeling_ar.py        causal AR model;  modeling_diffusion.py  block-diffusion model
-sampling/             step-level samplers (AR, block diffusion, any HF causal LM)
+tokenizer.py          byte-level BPE of the tiny pair
+layers.py             shared attention/MLP blocks, KV cache plumbing
+modeling_ar.py        tiny causal AR model;  modeling_diffusion.py  tiny block-diffusion model
+modeling_llama.py     Llama-family AR and block-diffusion halves (the real pair, GQA)
+base_import.py        `dllmflow models import`: the real pair's base from its GGUF
+lora.py               LoRA adapters (attach, save, load, merge);  real_pair.py  its loader
+sampling/             step-level samplers (AR, block diffusion, any HF causal LM), KV arena
 loader.py             load_backend(name_or_path) -> (model, tokenizer, sampler)
-training.py           agent-oriented fine-tuning (+ CLI); evaluation.py  offline eval
+evaluation.py         offline evaluation of a policy over a corpus (no Temporal)
 """

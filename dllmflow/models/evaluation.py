@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .episode import Episode, run_episode
-from .local_search import InMemorySearch
-from .world import eval_seeds, generate_world, read_corpus, read_questions
+from dllmflow.agent.episode import Episode, run_episode
+from dllmflow.world.generator import eval_seeds, generate_world, read_corpus, read_questions
+from dllmflow.world.local_search import InMemorySearch
 
 
 def make_policy(
@@ -37,7 +37,7 @@ def make_policy(
 ):
     """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy; with
     ``concurrency`` > 1 the turns of concurrent episodes share one continuous batch."""
-    from .policy import ModelPolicy, OraclePolicy
+    from dllmflow.agent.policy import ModelPolicy, OraclePolicy
 
     if name == "oracle":
         return OraclePolicy(action_first=p_react)
@@ -54,15 +54,14 @@ class BatchedPolicy:
     one the serving replicas run), so episodes on several threads decode together."""
 
     def __init__(self, sampler, *, max_batch: int, **policy_kw: Any) -> None:
+        from dllmflow.agent.policy import ModelPolicy
         from dllmflow.workers.serving.scheduler import BatchScheduler
-
-        from .policy import ModelPolicy
 
         self.policy = ModelPolicy(sampler, **policy_kw)
         self.scheduler = BatchScheduler(sampler, max_batch=max_batch, name="offline-eval")
 
     def __call__(self, role: str, question: Mapping[str, Any], history: Sequence[Any]):
-        from .episode import PolicyTurn
+        from dllmflow.agent.episode import PolicyTurn
 
         result = self.scheduler.submit(self.policy.request(role, question, history)).result()
         return PolicyTurn(result.result.text, result.result.to_dict())

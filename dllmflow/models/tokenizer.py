@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from .actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE, THINK_OPEN
+from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE, THINK_OPEN
 
 PAD, MASK, EOS = "<|pad|>", "<|mask|>", "<|eos|>"
 TAG_TOKENS = [THINK_OPEN, THINK_CLOSE, ACTION_OPEN, ACTION_CLOSE]

@@ -481,7 +481,7 @@ def load_demo_corpus(settings: Settings, corpus: str = DEMO_CORPUS) -> LoadRepor
 
     Idempotent: loading it again changes nothing and keeps the corpus version.
     """
-    from dllmflow.models import world
+    from dllmflow.world import generator as world
 
     corpus_path, _questions = world.demo_paths()
     if corpus_path.is_file():

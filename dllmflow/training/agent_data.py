@@ -36,10 +36,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode, oracle_turn
-from dllmflow.models.prompting import Step
-from dllmflow.models.world import RELATIONS, World, generate_world, train_seeds
+from dllmflow.agent.prompting import Step
+from dllmflow.world.generator import RELATIONS, World, generate_world, train_seeds
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode, oracle_turn
 
 from .english import base_form as _base_form
 from .english import lower_first as _lower_first

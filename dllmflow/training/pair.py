@@ -34,14 +34,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dllmflow.models.actions import parse_turn, render_turn
+from dllmflow.agent.actions import parse_turn, render_turn
+from dllmflow.agent.prompting import Step, render_context
 from dllmflow.models.lora import attach_lora, save_adapter
 from dllmflow.models.modeling_diffusion import span_aware_mask
 from dllmflow.models.modeling_llama import build_from_base
-from dllmflow.models.prompting import Step, render_context
 from dllmflow.models.real_pair import ADAPTER_FILE, load_pair_tokenizer
 from dllmflow.models.sampling.base import ChatPrompt
-from dllmflow.models.training import (
+from dllmflow.training.tiny_pair import (
     DIFFUSION_AR_WEIGHT,
     PackedExamples,
     SpecialIds,
@@ -242,7 +242,7 @@ class _Batches(torch.utils.data.IterableDataset):
         self.block, self.tokens, self.seed = block, tokens, seed
 
     def __iter__(self):
-        from dllmflow.models.training import ar_batch
+        from dllmflow.training.tiny_pair import ar_batch
 
         info = torch.utils.data.get_worker_info()
         seed = self.seed * 100 + (info.id if info else 0)

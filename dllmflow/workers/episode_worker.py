@@ -27,9 +27,9 @@ MAX_CONCURRENT_ACTIVITIES = 32
 ACTIVITY_MODULES = (
     "dllmflow.workers.model_client",
     "dllmflow.workers.tools",
-    "dllmflow.models.oracle",
-    "dllmflow.models.actions",
-    "dllmflow.models.world",
+    "dllmflow.world.oracle",
+    "dllmflow.agent.actions",
+    "dllmflow.world.generator",
     "dllmflow.store.executions",
 )
 

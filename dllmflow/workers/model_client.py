@@ -11,8 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from dllmflow.agent.prompting import CONTEXT_TOKENS, render_context
 from dllmflow.config import Settings
-from dllmflow.models.prompting import CONTEXT_TOKENS, render_context
 from dllmflow.models.sampling.base import GenerationRequest
 from dllmflow.workers.serving.connect import connect
 from dllmflow.workers.serving.pool import ReplicaPool

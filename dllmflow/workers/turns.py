@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dllmflow.agent.prompting import Step
 from dllmflow.config import Settings
-from dllmflow.models.prompting import Step
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -58,7 +58,7 @@ class OracleGenerator:
     """The scripted oracle: the world's ground truth plus the real tool results it is shown."""
 
     def generate(self, request: GenerateRequest, on_progress: ProgressCallback) -> GeneratedTurn:
-        from dllmflow.models.oracle import oracle_turn
+        from dllmflow.world.oracle import oracle_turn
 
         start = time.perf_counter()
         text = oracle_turn(request.role, request.question, request.history)

@@ -20,9 +20,9 @@ import redis
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from dllmflow.agent.actions import parse_turn
+from dllmflow.agent.prompting import Step
 from dllmflow.config import Settings
-from dllmflow.models.actions import parse_turn
-from dllmflow.models.prompting import Step
 from dllmflow.store.checkpoints import (
     CheckpointStore,
     StoredCheckpoint,
@@ -323,7 +323,7 @@ class EpisodeActivities:
         cached = next((cp for cp in at_step if cp.idempotency_key == key), None)
         if cached is not None:
             return self._tool_summary(cached, cached=True, checkpoint_s=0.0)
-        from dllmflow.models.actions import Action
+        from dllmflow.agent.actions import Action
 
         # Counted before the call, so a call that ran and never committed is visible as a rerun.
         execution = count_execution(self.settings, key, req.episode_id)

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from dllmflow.models.world import answer_matches
 from dllmflow.store.episodes import EpisodeRepository
+from dllmflow.world.generator import answer_matches
 from tests.api.conftest import follow
 
 pytestmark = pytest.mark.integration

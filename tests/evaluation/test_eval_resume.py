@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from dllmflow.commands.eval import eval_command
 from dllmflow.config import Settings
 from dllmflow.evaluation import runner
-from dllmflow.models.world import generate_world, write_world
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.db import transaction
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.models import Episode, EvalRun
+from dllmflow.world.generator import generate_world, write_world
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dllmflow.models.world import (
+from dllmflow.world.generator import (
     eval_seeds,
     generate_eval_world,
     normalize_answer,

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from dllmflow.commands.eval import sweep_command
 from dllmflow.config import Settings
 from dllmflow.evaluation import runner
-from dllmflow.models.world import generate_world, write_world
 from dllmflow.store.db import transaction
 from dllmflow.store.models import Episode, EvalRun
+from dllmflow.world.generator import generate_world, write_world
 
 pytestmark = pytest.mark.integration
 

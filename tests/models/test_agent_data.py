@@ -6,10 +6,7 @@ import random
 
 import pytest
 
-from dllmflow.models.actions import parse_turn
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode
-from dllmflow.models.world import RELATIONS, generate_world, train_seeds
+from dllmflow.agent.actions import parse_turn
 from dllmflow.training.agent_data import (
     HOP_WEIGHTS,
     ID_STYLES,
@@ -24,6 +21,9 @@ from dllmflow.training.agent_data import (
     rerender_documents,
     world_examples,
 )
+from dllmflow.world.generator import RELATIONS, generate_world, train_seeds
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=20)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from dllmflow.agent.policy import ModelPolicy
 from dllmflow.models.evaluation import evaluate
 from dllmflow.models.loader import load_backend
-from dllmflow.models.policy import ModelPolicy
-from dllmflow.models.world import eval_seeds, generate_world, train_seeds
+from dllmflow.world.generator import eval_seeds, generate_world, train_seeds
 
 pytestmark = pytest.mark.slow
 

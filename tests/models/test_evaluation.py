@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dllmflow.agent.policy import OraclePolicy
 from dllmflow.models.evaluation import evaluate
-from dllmflow.models.policy import OraclePolicy
-from dllmflow.models.world import generate_world
+from dllmflow.world.generator import generate_world
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=12)
 

@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from dllmflow.models.actions import parse_turn
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode
+from dllmflow.agent.actions import parse_turn
 from dllmflow.training.agent_data import help_examples
 from dllmflow.training.help_prose import (
     collect_help,
@@ -19,6 +17,8 @@ from dllmflow.training.help_prose import (
     help_questions,
     parse_options,
 )
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode
 
 ARGPARSE = """usage: server.py [-h] [--cgi] [-b ADDRESS] [port]
 

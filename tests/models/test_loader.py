@@ -7,15 +7,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from dllmflow.models.actions import parse_turn
+from dllmflow.agent.actions import parse_turn
+from dllmflow.agent.policy import ModelPolicy
 from dllmflow.models.loader import load_backend
-from dllmflow.models.policy import ModelPolicy
 from dllmflow.models.sampling import GenerationRequest
 from dllmflow.models.sampling.ar import ARSampler
 from dllmflow.models.sampling.diffusion import DiffusionSampler
 from dllmflow.models.sampling.hf import HFCausalSampler
 from dllmflow.models.tokenizer import encode
-from dllmflow.models.world import read_questions
+from dllmflow.world.generator import read_questions
 
 PROMPT = "Role: planner\nQuestion: Who founded Kixford Press?\nTurn 1 planner:\n"
 
@@ -83,7 +83,7 @@ def test_shipped_checkpoints_write_valid_planner_turns(name):
     backend = load_backend(name)
     assert backend.model.config.n_layer == 6 and backend.model.config.n_embd == 256
     policy = ModelPolicy(backend.sampler)
-    from dllmflow.models.world import demo_paths
+    from dllmflow.world.generator import demo_paths
 
     questions = read_questions(demo_paths()[1])[:3]
     for q in questions:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dllmflow.models.actions import parse_turn
-from dllmflow.models.episode import run_episode
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode, oracle_turn
-from dllmflow.models.policy import OraclePolicy
-from dllmflow.models.prompting import Step
-from dllmflow.models.world import answer_matches, generate_world, train_seeds
+from dllmflow.agent.actions import parse_turn
+from dllmflow.agent.episode import run_episode
+from dllmflow.agent.policy import OraclePolicy
+from dllmflow.agent.prompting import Step
+from dllmflow.world.generator import answer_matches, generate_world, train_seeds
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode, oracle_turn
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=20)
 
@@ -110,8 +110,8 @@ def test_oracle_reads_the_observations_it_is_shown():
 
 def test_answer_only_turn_quotes_the_sentence_that_holds_the_answer():
     """Without hops the oracle still shows where the answer stands on the fetched page."""
-    from dllmflow.models.local_search import InMemorySearch
-    from dllmflow.models.oracle import oracle_episode
+    from dllmflow.world.local_search import InMemorySearch
+    from dllmflow.world.oracle import oracle_episode
 
     corpus = [
         {"id": "d1", "title": "grep", "url": "u", "text": "Search files. Use -i to ignore case."},
@@ -126,7 +126,7 @@ def test_answer_only_turn_quotes_the_sentence_that_holds_the_answer():
 def test_quote_of_an_option_heading_carries_its_description():
     """In manual-style text "-i" is quoted as its heading plus the line saying what it does,
     and a flag inside a longer flag ("--ignore-case" holds "-i") is not taken for it."""
-    from dllmflow.models.oracle import _sentence_with
+    from dllmflow.world.oracle import _sentence_with
 
     text = "--no-ignore-case\nDo not ignore case.\n-i, --ignore-case\nIgnore case distinctions."
     assert _sentence_with(text, "-i") == "-i, --ignore-case Ignore case distinctions."
@@ -137,8 +137,8 @@ def test_quote_of_an_option_heading_carries_its_description():
 def test_answer_only_quotes_the_records_own_document():
     """A short answer ("-v") can stand on other pages too: with the record's doc_id the oracle
     fetches that document from the results and quotes it, never a look-alike."""
-    from dllmflow.models.local_search import InMemorySearch
-    from dllmflow.models.oracle import oracle_episode
+    from dllmflow.world.local_search import InMemorySearch
+    from dllmflow.world.oracle import oracle_episode
 
     corpus = [
         {
@@ -159,6 +159,6 @@ def test_answer_only_quotes_the_records_own_document():
 
 
 def test_a_quote_never_breaks_the_turn_format():
-    from dllmflow.models.oracle import _quote
+    from dllmflow.world.oracle import _quote
 
     assert "<action>" not in _quote('--exists-action <action> "x"')

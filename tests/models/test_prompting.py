@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.oracle import oracle_episode
-from dllmflow.models.prompting import (
+from dllmflow.agent.prompting import (
     ACTION_FIRST_LINE,
     Step,
     render_context,
     render_observation,
 )
-from dllmflow.models.world import generate_world
+from dllmflow.world.generator import generate_world
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=30)
 

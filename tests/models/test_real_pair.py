@@ -202,8 +202,8 @@ def test_shifted_diffusion_commits_what_the_shifted_logits_say(pair_dirs):
 def test_token_shift_sources_in_the_span_aware_layout():
     """A noisy turn position is denoised from the row before it; a block's first position from
     the clean stream's previous position (the clean previous block, as at inference)."""
-    from dllmflow.models.training import SpecialIds, diffusion_batch
     from dllmflow.training.pair import shifted_sources
+    from dllmflow.training.tiny_pair import SpecialIds, diffusion_batch
 
     ids = SpecialIds(pad=0, mask=1, eos=2)
     ctx, turn = [5, 6, 7], [8, 9, 10, 11, 12, 13, 2]  # context 3 (+1 pad), turn 7 (+1 eos)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dllmflow.models.actions import parse_turn
+from dllmflow.agent.actions import parse_turn
 from dllmflow.models.sampling import GenerationRequest
 from dllmflow.models.sampling.ar import ARSampler
 from dllmflow.models.sampling.diffusion import DiffusionSampler

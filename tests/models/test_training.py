@@ -10,9 +10,9 @@ import torch
 from safetensors import safe_open
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from dllmflow.models import training
 from dllmflow.models.loader import load_backend
-from dllmflow.models.training import (
+from dllmflow.training import tiny_pair as training
+from dllmflow.training.tiny_pair import (
     DEFAULT_TOKENIZER_DIR,
     PackedExamples,
     SpecialIds,
@@ -98,7 +98,7 @@ def test_packed_examples_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from dllmflow.models.world import train_seeds
+    from dllmflow.world.generator import train_seeds
 
     examples = generate_examples(train_seeds(1), DEFAULT_TOKENIZER_DIR, questions=4)
     assert examples and all(turn[-1] == 2 for _, turn in examples)

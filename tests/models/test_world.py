@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from dllmflow.models.local_search import InMemorySearch
-from dllmflow.models.world import (
+from dllmflow.world.generator import (
     DEMO_SEED,
     EVAL_SEED_BASE,
     answer_matches,
@@ -21,6 +20,7 @@ from dllmflow.models.world import (
     train_seeds,
     write_world,
 )
+from dllmflow.world.local_search import InMemorySearch
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=25)
 

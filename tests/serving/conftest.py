@@ -11,7 +11,7 @@ from dllmflow.models.loader import Backend, load_backend
 from dllmflow.models.modeling_ar import ARConfig, ARForCausalLM
 from dllmflow.models.modeling_diffusion import BlockDiffusionLM, DiffusionConfig
 from dllmflow.models.tokenizer import load_tokenizer
-from dllmflow.models.training import DEFAULT_TOKENIZER_DIR
+from dllmflow.training.tiny_pair import DEFAULT_TOKENIZER_DIR
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, mlp_ratio=2, max_position=1024)
 

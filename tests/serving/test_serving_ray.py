@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import ray
 
+from dllmflow.agent.prompting import Step
 from dllmflow.config import Settings
-from dllmflow.models.prompting import Step
 from dllmflow.models.sampling.base import GenerationRequest
 from dllmflow.workers.model_client import ModelTurnGenerator
 from dllmflow.workers.serving import (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from dllmflow.models import actions
-from dllmflow.models.actions import Action
-from dllmflow.models.local_search import InMemorySearch
+from dllmflow.agent import actions
+from dllmflow.agent.actions import Action
 from dllmflow.workers.tools import TOOLS, ToolCallError, ToolExecutor, validate_call
 from dllmflow.workers.tools.registry import FETCH_RESULT_SCHEMA, SEARCH_RESULT_SCHEMA, describe
+from dllmflow.world.local_search import InMemorySearch
 
 S, F, A = "invalid search call: ", "invalid fetch call: ", "invalid answer call: "
 MALFORMED = [

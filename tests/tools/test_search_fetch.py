@@ -8,13 +8,13 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect
 
-from dllmflow.models.local_search import PAGE_CHARS, SNIPPET_CHARS, InMemorySearch
 from dllmflow.store import corpus as store
 from dllmflow.store.db import get_engine
 from dllmflow.workers.tools import CorpusTools, ToolError
 from dllmflow.workers.tools import search as search_module
 from dllmflow.workers.tools.fetch import fetch
 from dllmflow.workers.tools.search import search
+from dllmflow.world.local_search import PAGE_CHARS, SNIPPET_CHARS, InMemorySearch
 from tests.tools.conftest import doc
 
 pytestmark = pytest.mark.integration

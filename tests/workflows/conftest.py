@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from dllmflow.config import Settings
-from dllmflow.models.world import generate_world
 from dllmflow.store.corpus import DEFAULT_CORPUS, load_documents
+from dllmflow.world.generator import generate_world
 
 WORLD_SEED = 4242
 

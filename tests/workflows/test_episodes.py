@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from dllmflow.cli import app
 from dllmflow.config import Settings, load_settings
-from dllmflow.models.world import answer_matches
 from dllmflow.stack.health import check_worker
 from dllmflow.stack.process import wait_until
 from dllmflow.store.checkpoints import CheckpointStore
@@ -20,6 +19,7 @@ from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import executions
 from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
+from dllmflow.world.generator import answer_matches
 
 pytestmark = pytest.mark.integration
 

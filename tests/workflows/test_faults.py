@@ -17,7 +17,6 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from dllmflow.config import Settings, load_settings
-from dllmflow.models.world import answer_matches
 from dllmflow.stack import manager
 from dllmflow.stack.process import wait_until
 from dllmflow.store.checkpoints import CheckpointStore
@@ -27,6 +26,7 @@ from dllmflow.store.models import EpisodeStatus
 from dllmflow.store.streams import DeadLetterQueue
 from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
+from dllmflow.world.generator import answer_matches
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.slow]
 

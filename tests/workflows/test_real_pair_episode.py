@@ -13,8 +13,8 @@ import asyncio
 
 import pytest
 
+from dllmflow.agent.actions import parse_turn
 from dllmflow.config import Settings
-from dllmflow.models.actions import parse_turn
 from dllmflow.models.base_import import import_base_model
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository

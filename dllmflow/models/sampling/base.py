@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
+from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
+
 from ..tokenizer import decode
 from .arena import KVArena
 

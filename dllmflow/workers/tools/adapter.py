@@ -1,4 +1,4 @@
-"""Postgres-backed tools with the in-memory search's interface (dllmflow.models.episode.Tools),
+"""Postgres-backed tools with the in-memory search's interface (dllmflow.agent.episode.Tools),
 so the local episode loop and offline eval can run against the real corpus unchanged."""
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dllmflow.agent.actions import Action
 from dllmflow.config import Settings
-from dllmflow.models.actions import Action
 from dllmflow.workers.tools import registry
 from dllmflow.workers.tools.base import ToolError, ToolResult
 from dllmflow.workers.tools.fetch import fetch

@@ -1,6 +1,6 @@
 """The `fetch` tool: one page of a document, by id or by url.
 
-Pages are PAGE_CHARS characters (the same paging as dllmflow.models.local_search, which makes
+Pages are PAGE_CHARS characters (the same paging as dllmflow.world.local_search, which makes
 the training data), cut in Postgres so a 10 MB document never crosses the wire whole.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import text
 
 from dllmflow.config import Settings
-from dllmflow.models.local_search import PAGE_CHARS
 from dllmflow.store.corpus import DEFAULT_CORPUS, read_version
 from dllmflow.workers.tools.base import ToolError, ToolResult
 from dllmflow.workers.tools.snapshot import clean_text, corpus_snapshot
+from dllmflow.world.local_search import PAGE_CHARS
 
 # An exact id wins over a document whose url happens to equal the requested id.
 _FETCH_SQL = text(

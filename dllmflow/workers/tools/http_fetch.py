@@ -12,9 +12,9 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from dllmflow.models.local_search import PAGE_CHARS
 from dllmflow.workers.tools.base import ToolError
 from dllmflow.workers.tools.fetch import page_count
+from dllmflow.world.local_search import PAGE_CHARS
 
 MAX_REDIRECTS = 5
 _SKIP_TAGS = {"script", "style", "noscript", "template", "svg"}

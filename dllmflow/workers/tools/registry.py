@@ -1,8 +1,8 @@
 """The tool registry: every tool's argument schema, result schema and whether it ends a turn.
 
-Argument schemas come from dllmflow.models.actions.TOOL_ARG_SCHEMAS (the single source the
+Argument schemas come from dllmflow.agent.actions.TOOL_ARG_SCHEMAS (the single source the
 trainers and samplers use too); result schemas pin the shapes search and fetch return, which
-are also the shapes dllmflow.models.local_search produces for training data.
+are also the shapes dllmflow.world.local_search produces for training data.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dllmflow.models import actions
-from dllmflow.models.actions import Action, ActionError
+from dllmflow.agent import actions
+from dllmflow.agent.actions import Action, ActionError
 
 _STRING = {"type": "string"}
 

@@ -30,10 +30,10 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from dllmflow.config import Settings
-from dllmflow.models.local_search import query_snippet
 from dllmflow.store.corpus import DEFAULT_CORPUS, read_state
 from dllmflow.workers.tools.base import ToolResult
 from dllmflow.workers.tools.snapshot import clean_text, corpus_snapshot
+from dllmflow.world.local_search import query_snippet
 
 DEFAULT_K = 5
 MAX_K = 50

@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../../../private_stack.sh"
-python -c "from dllmflow.models.world import generate_eval_world, write_world; \
+python -c "from dllmflow.world.generator import generate_eval_world, write_world; \
 write_world(generate_eval_world(0, n_questions=100), '$here/world')"
 rm -rf "$here/out"
 dllmflow eval --questions "$here/world/questions.jsonl" --corpus "$here/world/corpus.jsonl" \

@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .actions import ACTION_CLOSE, ACTION_OPEN, TOOL_NAMES, Action, render_turn
-from .prompting import Step, as_step
+from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, TOOL_NAMES, Action, render_turn
+from dllmflow.agent.prompting import Step, as_step
 
 MAX_SEARCH_RETRIES = 2
 _ACTION_SPAN = re.compile(re.escape(ACTION_OPEN) + r"(.*?)" + re.escape(ACTION_CLOSE), re.S)
@@ -251,7 +251,7 @@ def oracle_episode(
     Used to generate training trajectories; the oracle's turns are valid by construction (the
     tests check each with ``actions.parse_turn``), so this needs no schema validator.
     """
-    from .episode import execute_action
+    from dllmflow.agent.episode import execute_action
 
     steps: list[Step] = []
     role = "planner"

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .episode import PolicyTurn
-from .oracle import oracle_turn
-from .prompting import CONTEXT_TOKENS, Step, render_context
-from .sampling.base import GenerationRequest, GenerationResult, Sampler
+from dllmflow.agent.episode import PolicyTurn
+from dllmflow.agent.prompting import CONTEXT_TOKENS, Step, render_context
+from dllmflow.models.sampling.base import GenerationRequest, GenerationResult, Sampler
+from dllmflow.world.oracle import oracle_turn
 
 
 class ModelPolicy:

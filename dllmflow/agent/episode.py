@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .actions import Action, parse_turn
-from .prompting import Step
-from .world import answer_matches
+from dllmflow.agent.actions import Action, parse_turn
+from dllmflow.agent.prompting import Step
+from dllmflow.world.generator import answer_matches
 
 
 class Tools(Protocol):

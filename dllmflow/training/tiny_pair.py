@@ -15,7 +15,7 @@ turn (the action segment), never the context.
                ``ablate_span_mask=True`` trains on one corrupted sequence with a plain
                block-causal mask, so noisy blocks attend other noisy blocks.
 
-Entry points: ``train(...)`` and the module CLI (``python -m dllmflow.models.training``) with
+Entry points: ``train(...)`` and the module CLI (``python -m dllmflow.training.tiny_pair``) with
 ``tokenizer`` / ``prepare`` / ``train`` sub-commands. This path imports only torch,
 transformers, tokenizers, safetensors, matplotlib and (optionally) tqdm.
 """
@@ -38,10 +38,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .local_search import InMemorySearch
-from .oracle import oracle_episode
-from .prompting import CONTEXT_TOKENS, render_context
-from .world import generate_world, train_seeds
+from dllmflow.agent.prompting import CONTEXT_TOKENS, render_context
+from dllmflow.world.generator import generate_world, train_seeds
+from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.oracle import oracle_episode
 
 Example = tuple[list[int], list[int]]  # (context ids, turn ids ending in eos)
 
@@ -70,7 +70,7 @@ def world_texts(seed: int, questions: int = 60, action_first_fraction: float = 0
 
 def build_tokenizer(out_dir: str | Path, n_worlds: int = 30, vocab_size: int = 4096):
     """Train the shared BPE on training worlds' corpora and trajectories; save to out_dir."""
-    from .tokenizer import train_tokenizer
+    from dllmflow.models.tokenizer import train_tokenizer
 
     texts: list[str] = []
     for seed in train_seeds(n_worlds):
@@ -85,7 +85,7 @@ _WORKER_TOKENIZER: Any = None
 
 def _init_worker(tokenizer_dir: str) -> None:
     global _WORKER_TOKENIZER
-    from .tokenizer import load_tokenizer
+    from dllmflow.models.tokenizer import load_tokenizer
 
     torch.set_num_threads(1)
     _WORKER_TOKENIZER = load_tokenizer(tokenizer_dir)
@@ -311,7 +311,7 @@ def diffusion_loss(
     model, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Denoising cross-entropy over masked turn positions + 0.5 * AR cross-entropy."""
-    from .modeling_diffusion import span_aware_mask
+    from dllmflow.models.modeling_diffusion import span_aware_mask
 
     mask = span_aware_mask(batch["stream"], batch["block"], batch["valid"])  # [B, 1, N, N]
     logits = model(batch["input_ids"], attn_mask=mask, position_ids=batch["position_ids"]).logits
@@ -429,11 +429,11 @@ def _build_model(cfg: TrainConfig, tok):
         eos_token_id=tok.eos_token_id,
     )
     if cfg.backend == "ar":
-        from .modeling_ar import ARConfig, ARForCausalLM
+        from dllmflow.models.modeling_ar import ARConfig, ARForCausalLM
 
         return ARForCausalLM(ARConfig(**common))
     if cfg.backend == "diffusion":
-        from .modeling_diffusion import BlockDiffusionLM, DiffusionConfig
+        from dllmflow.models.modeling_diffusion import BlockDiffusionLM, DiffusionConfig
 
         return BlockDiffusionLM(DiffusionConfig(block_size=cfg.block_size, **common))
     raise ValueError(f"backend must be 'ar' or 'diffusion', got {cfg.backend!r}")
@@ -482,7 +482,7 @@ def train(
     of a checkpoint directory (continued training with a fresh schedule). Stops after
     ``steps`` or ``max_seconds``. Writes loss_history.json and loss_curve.png; returns a summary.
     """
-    from .tokenizer import load_tokenizer
+    from dllmflow.models.tokenizer import load_tokenizer
 
     cfg = TrainConfig(
         backend=backend,
@@ -693,7 +693,7 @@ def plot_loss(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dllmflow.models.training")
+    p = argparse.ArgumentParser(prog="python -m dllmflow.training.tiny_pair")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tokenizer", help="train the shared BPE tokenizer")
     t.add_argument("--out", default=str(DEFAULT_TOKENIZER_DIR))

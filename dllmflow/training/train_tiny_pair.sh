@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped pair (AR + block diffusion) and the two diffusion ablations, all four at
 # once on one GPU, then (time permitting) measures per-turn latency on that GPU.
-#   OUT=/dir bash dllmflow/models/train_pair.sh [main_seconds] [ablation_seconds]
+#   OUT=/dir bash dllmflow/training/train_tiny_pair.sh [main_seconds] [ablation_seconds]
 # Writes $OUT/{ar,diffusion,abl_context,abl_span}.safetensors, $OUT/meta.tgz (configs,
 # tokenizers, loss histories and curves, logs) and $OUT/turn_latency_gpu.json.
 set -u
@@ -12,9 +12,9 @@ WORLDS=${WORLDS:-300}
 WORK=${WORK:-/tmp/dllmflow-train}
 mkdir -p "$WORK" "$OUT"
 python3 -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'
-python3 -m dllmflow.models.training prepare --out "$WORK/data.pt" --worlds "$WORLDS" \
+python3 -m dllmflow.training.tiny_pair prepare --out "$WORK/data.pt" --worlds "$WORLDS" \
   --workers "$(nproc)" || exit 1
-T="python3 -m dllmflow.models.training train --data $WORK/data.pt --steps 100000 --no-progress
+T="python3 -m dllmflow.training.tiny_pair train --data $WORK/data.pt --steps 100000 --no-progress
    --no-resume --checkpoint-every 1000 --lr 1.5e-3 --batch-size 64 ${MODEL_ARGS:-}"
 $T --backend ar --out "$WORK/ar" --max-seconds "$MAIN" --loader-workers 2 >"$WORK/ar.log" 2>&1 &
 $T --backend diffusion --out "$WORK/diffusion" --max-seconds "$MAIN" --loader-workers 4 \

@@ -1,6 +1,6 @@
 """The one renderer of a model's context: role instruction, question, prior turns, observations.
 
-Training (dllmflow.models.training) and inference (samplers, the episode workflow) both call
+Training (dllmflow.training.tiny_pair) and inference (samplers, the episode workflow) both call
 ``render_context``, so the model always sees the same layout::
 
     Role: seeker
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .actions import ACTION_CLOSE, ACTION_OPEN, ROLES, parse_turn
+from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, ROLES, parse_turn
 
 ROLE_INSTRUCTIONS: dict[str, str] = {
     "planner": "Break the question into steps, then start with a search.",

@@ -3,7 +3,7 @@
 # phase 1 = 3,672 steps at lr 1.5e-3 (warmup 200), phase 2 = 6,672 steps at lr 7.5e-4 (warmup
 # 100) from phase 1's weights; batch 64, same data, seed and schedule shape. Both ablations train
 # at once on one GPU.
-#   OUT=/dir bash dllmflow/models/train_ablations.sh
+#   OUT=/dir bash dllmflow/training/train_ablations.sh
 # Writes $OUT/{diffusion-no-context-clean,diffusion-no-span-mask}.tgz (the checkpoint folders,
 # without optimizer state) and the training logs.
 set -u
@@ -14,9 +14,9 @@ PHASE1_STEPS=${PHASE1_STEPS:-3672}
 PHASE2_STEPS=${PHASE2_STEPS:-6672}
 mkdir -p "$WORK" "$OUT"
 python3 -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'
-[ -f "$WORK/data.pt" ] || python3 -m dllmflow.models.training prepare --out "$WORK/data.pt" \
+[ -f "$WORK/data.pt" ] || python3 -m dllmflow.training.tiny_pair prepare --out "$WORK/data.pt" \
   --worlds "$WORLDS" --workers "$(nproc)" || exit 1
-T="python3 -m dllmflow.models.training train --backend diffusion --data $WORK/data.pt
+T="python3 -m dllmflow.training.tiny_pair train --backend diffusion --data $WORK/data.pt
    --batch-size 64 --no-progress --checkpoint-every 1000 --loader-workers 6"
 
 ablation() {  # name, flag

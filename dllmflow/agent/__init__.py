@@ -1,0 +1,7 @@
+"""The agent: turn format, model contexts, policies and the episode loop.
+
+actions.py            the turn/action format (single source of truth)
+prompting.py          render_context: the one renderer of a model's context
+policy.py             model and oracle policies behind one interface
+episode.py            local planner -> seeker -> writer loop (offline, no Temporal)
+"""

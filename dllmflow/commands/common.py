@@ -25,6 +25,21 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for a server that cannot be reached (Postgres, Redis), else None."""
+    import redis
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"cannot reach Postgres: {detail.removeprefix('connection failed: ')}"
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return f"cannot reach Redis: {str(exc).strip().splitlines()[0]}"
+    if isinstance(exc, ConnectionError):
+        return f"cannot reach a server: {exc}"
+    return None
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can act on into one clear line instead of a traceback."""
     from dllmflow.stack.components import StackError
@@ -36,8 +51,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (SettingsError, StackError, FileNotFoundError, ValueError, EpisodeNotFound) as exc:
             fail(str(exc).strip('"'))
-        except ConnectionError as exc:
-            fail(f"cannot reach a server: {exc}; is the stack up? (dllmflow up)")
+        except Exception as exc:
+            line = _unreachable(exc)
+            if line is None:
+                raise
+            fail(f"{line.rstrip('.')}; is the stack up? (dllmflow up)")
 
     return wrapper
 

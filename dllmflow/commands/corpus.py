@@ -117,6 +117,8 @@ def load(
     if not file.is_file():
         raise FileNotFoundError(f"corpus file not found: {file}")
     size = file.stat().st_size
+    if size < 1 << 16 and not file.read_bytes().strip():
+        raise ValueError(f"corpus file {file} is empty: nothing to load")
 
     def bad_line(bad: BadLine) -> None:
         progress.console.print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,6 +43,9 @@ class DeadLetter:
         return cls(id=entry_id, **{k: json.loads(v) for k, v in fields.items()})
 
 
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")  # Redis stream entry ids: <ms>-<seq>
+
+
 class DeadLetterQueue:
     def __init__(self, settings: Settings) -> None:
         self.redis = redis_client(settings)
@@ -53,6 +57,10 @@ class DeadLetterQueue:
         return [DeadLetter.from_entry(i, f) for i, f in self.redis.xrange(DLQ_STREAM, count=count)]
 
     def get(self, entry_id: str) -> DeadLetter | None:
+        """The entry with this stream id, or None (also for a string that is no stream id:
+        Redis would answer it with a protocol error)."""
+        if not STREAM_ID.fullmatch(entry_id):
+            return None
         entries = self.redis.xrange(DLQ_STREAM, min=entry_id, max=entry_id)
         return DeadLetter.from_entry(*entries[0]) if entries else None
 

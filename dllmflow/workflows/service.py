@@ -206,6 +206,15 @@ class EpisodeService:
         source = self.episodes.get(episode_id)
         if from_step < 0:
             raise ValueError(f"--from must be >= 0 (got {from_step})")
+        steps = [cp.step for cp in self.checkpoints.for_episode(source.id)]
+        # At least one step is recomputed: a completed episode's last step at most; an
+        # unfinished one may also continue right after its last checkpoint.
+        last = max(steps, default=-1) + (0 if source.status == EpisodeStatus.COMPLETED else 1)
+        if from_step > max(last, 0):
+            raise ValueError(
+                f"episode {episode_id} has steps 0..{max(steps, default=0)}; --from {from_step} "
+                f"would recompute nothing (use --from 0..{max(last, 0)})"
+            )
         policy = check_policy(policy or source.policy)
         budgets = Budgets(**source.budgets)
         replay = self.episodes.create(

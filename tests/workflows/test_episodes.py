@@ -87,6 +87,21 @@ def test_replay_reuses_checkpoints_before_step(stack: Settings, world_questions)
             assert executions(stack, cp.idempotency_key) == 1
 
 
+def test_replay_past_the_last_step_is_refused(stack: Settings, world_questions) -> None:
+    """A replay that would recompute nothing is an error naming the episode's steps (it used
+    to make a silent full copy); no episode row is written for it."""
+    source, _ = asyncio.run(run_episode(stack, world_questions[2]))
+    last = max(cp.step for cp in CheckpointStore(stack).for_episode(source.id))
+    before = len(EpisodeRepository(stack).list(limit=10_000))
+    result = CliRunner().invoke(
+        app, ["episodes", "replay", source.id, "--from", str(last + 1), "--policy", "oracle"]
+    )
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"has steps 0..{last}" in text and f"--from {last + 1} would recompute nothing" in text
+    assert len(EpisodeRepository(stack).list(limit=10_000)) == before
+
+
 def test_bad_inputs_are_refused_clearly(stack: Settings) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["run", "why?", "--policy", "telepathy"])

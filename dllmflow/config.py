@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # Largest request body the API reads; larger ones get 413 before auth or parsing.
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # An episode's live-progress stream in Redis expires this long after the episode finishes
+    # (a retry or replay that writes to it again lifts the expiry); 0 keeps streams forever.
+    progress_ttl_s: int = Field(default=24 * 3600, ge=0)
+
     task_queue: str = "dllmflow-episodes"
     startup_timeout_s: float = Field(default=90.0, gt=0)
 

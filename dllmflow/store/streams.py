@@ -79,6 +79,9 @@ class DeadLetterQueue:
         return self.redis.xlen(DLQ_STREAM)
 
 
+FINAL_EVENT = "finished"
+
+
 def progress_stream(episode_id: str) -> str:
     return f"dllmflow:progress:{episode_id}"
 
@@ -88,15 +91,25 @@ class ProgressStream:
 
     def __init__(self, settings: Settings) -> None:
         self.redis = redis_client(settings)
+        self.ttl_s = settings.progress_ttl_s
 
     def publish(self, episode_id: str, kind: str, /, **data: Any) -> None:
+        """Append an event; ``finished`` (an episode's last) starts the stream's expiry, any
+        other event lifts it (a retried episode writes to its stream again). One round trip."""
+        key = progress_stream(episode_id)
         payload = {**data, "event": kind, "at": time.time()}
-        self.redis.xadd(
-            progress_stream(episode_id),
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(
+            key,
             {"data": json.dumps(payload, default=str)},
             maxlen=PROGRESS_MAXLEN,
             approximate=True,
         )
+        if self.ttl_s and kind == FINAL_EVENT:
+            pipe.expire(key, self.ttl_s)
+        elif self.ttl_s:
+            pipe.persist(key)
+        pipe.execute()
 
     def read(
         self, episode_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 500

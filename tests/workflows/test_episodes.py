@@ -16,7 +16,7 @@ from dllmflow.stack.health import check_worker
 from dllmflow.stack.process import wait_until
 from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
-from dllmflow.store.streams import executions
+from dllmflow.store.streams import ProgressStream, executions, progress_stream, redis_client
 from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
 from dllmflow.world.generator import answer_matches
@@ -100,6 +100,20 @@ def test_replay_past_the_last_step_is_refused(stack: Settings, world_questions) 
     text = " ".join(result.output.split())
     assert f"has steps 0..{last}" in text and f"--from {last + 1} would recompute nothing" in text
     assert len(EpisodeRepository(stack).list(limit=10_000)) == before
+
+
+def test_progress_stream_expires_after_the_episode_and_not_before(
+    stack: Settings, world_questions
+) -> None:
+    """The live stream is kept while the episode runs and expires DLLMFLOW_PROGRESS_TTL_S after
+    it finishes; an event written later (a retry) lifts the expiry again."""
+    episode, _ = asyncio.run(run_episode(stack, world_questions[3]))
+    r = redis_client(stack)
+    key = progress_stream(episode.id)
+    assert r.xlen(key) > 0
+    assert 0 < r.ttl(key) <= stack.progress_ttl_s
+    ProgressStream(stack).publish(episode.id, "turn_started", step=99)
+    assert r.ttl(key) == -1  # no expiry while the episode is live again
 
 
 def test_bad_inputs_are_refused_clearly(stack: Settings) -> None:

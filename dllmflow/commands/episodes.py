@@ -443,7 +443,11 @@ def history(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> N
         print_json(events)
         return
     for event in events:
-        console.print(f"{event['id']:>4} {event['time']} {event['type']}", highlight=False)
+        extra = " ".join(
+            part for part in (event.get("activity") or "", event.get("failure") or "") if part
+        )
+        line = f"{event['id']:>4} {event['time']} {event['type']}"
+        console.print(f"{line}  {extra}" if extra else line, highlight=False, soft_wrap=True)
 
 
 @app.command("retry")

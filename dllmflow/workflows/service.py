@@ -254,15 +254,26 @@ class EpisodeService:
         await self.handle(episode).cancel()
 
     async def history(self, episode_id: str) -> list[dict[str, Any]]:
+        """Temporal's event list: id, time, type and, for activity events, the activity's name
+        (started/completed/failed events carry only the id of their scheduling event) and a
+        failure's message."""
         episode = self.episodes.get(episode_id)
         events = []
+        scheduled: dict[int, str] = {}  # scheduling event id -> activity name
         async for event in self.handle(episode).fetch_history_events():
             attrs = event.WhichOneof("attributes") or ""
-            events.append(
-                {
-                    "id": event.event_id,
-                    "time": event.event_time.ToDatetime().isoformat(),
-                    "type": attrs.removesuffix("_event_attributes"),
-                }
-            )
+            row: dict[str, Any] = {
+                "id": event.event_id,
+                "time": event.event_time.ToDatetime().isoformat(),
+                "type": attrs.removesuffix("_event_attributes"),
+            }
+            body = getattr(event, attrs) if attrs else None
+            if attrs == "activity_task_scheduled_event_attributes":
+                scheduled[event.event_id] = body.activity_type.name
+                row["activity"] = body.activity_type.name
+            elif body is not None and hasattr(body, "scheduled_event_id"):
+                row["activity"] = scheduled.get(body.scheduled_event_id)
+            if body is not None and hasattr(body, "failure") and body.HasField("failure"):
+                row["failure"] = body.failure.message
+            events.append(row)
         return events

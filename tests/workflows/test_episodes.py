@@ -21,6 +21,9 @@ from dllmflow.workers.episode_worker import spawn_worker
 from dllmflow.workflows.service import EpisodeService
 from dllmflow.world.generator import answer_matches
 
+# The activities the workflow schedules (workflows/activities.py).
+ACTIVITY_NAMES = {"model_turn", "tool_call", "finish_episode", "dead_letter", "start_episode"}
+
 pytestmark = pytest.mark.integration
 
 
@@ -56,6 +59,11 @@ def test_oracle_episode_plumbs_the_gold_answer_and_sources(stack: Settings, worl
     history = CliRunner().invoke(app, ["episodes", "history", episode.id])
     assert "workflow_execution_completed" in history.output
     assert "activity_task_failed" not in history.output  # the happy path needs no retries
+    # Every activity event names its activity, completions too (they only carry an event id).
+    lines = history.output.splitlines()
+    for kind in ("activity_task_scheduled", "activity_task_completed"):
+        rows = [ln for ln in lines if f" {kind} " in ln or ln.endswith(f" {kind}")]
+        assert rows and all(ln.split()[-1] in ACTIVITY_NAMES for ln in rows), rows
 
 
 def test_replay_reuses_checkpoints_before_step(stack: Settings, world_questions) -> None:

@@ -116,6 +116,8 @@ def episode_summary(s, episode_id: str) -> dict[str, Any]:
         "answer": ep.answer,
         "sources": ep.sources,
         "error": ep.error,
+        "parent_episode_id": ep.parent_episode_id,
+        "replay_from_step": ep.replay_from_step,
         "metrics": {k: v for k, v in ep.metrics.items() if k != "waterfall"},
     }
 
@@ -124,6 +126,11 @@ def print_answer(summary: dict[str, Any]) -> None:
     status = summary["status"]
     color = "green" if status == "completed" else "red"
     console.print(f"\n[bold]episode[/] {summary['id']}  [{color}]{status}[/]", highlight=False)
+    if summary.get("parent_episode_id"):
+        console.print(
+            f"replay of {summary['parent_episode_id']} from step {summary['replay_from_step']}",
+            highlight=False,
+        )
     if summary["answer"]:
         console.print(f"[bold]answer:[/] {summary['answer']}", highlight=False)
         console.print(f"[bold]sources:[/] {', '.join(summary['sources']) or '-'}", highlight=False)
@@ -401,6 +408,8 @@ def show(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> None
             "action": cp.payload.get("action"),
             "error": cp.payload.get("error"),
             "reused_from": cp.payload.get("copied_from"),
+            # policy=shadow: the other backend's decode of the same turn, kept for the record
+            "shadow": ((cp.payload.get("stats") or {}).get("routing") or {}).get("shadow"),
         }
         for cp in checkpoints
     ]
@@ -426,6 +435,15 @@ def show(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> None
             f"{t['checkpoint_id']}{reused}",
         )
     console.print(table)
+    for t in turns:
+        if t["shadow"]:
+            shadow = t["shadow"]
+            said = shadow.get("error") or " ".join(str(shadow.get("text", "")).split())[:200]
+            console.print(
+                f"[dim]step {t['step']} shadow ({shadow.get('backend')}):[/] {said}",
+                highlight=False,
+                soft_wrap=True,
+            )
     print_answer(summary)
 
 

@@ -81,6 +81,8 @@ def test_replay_reuses_checkpoints_before_step(stack: Settings, world_questions)
     replayed = EpisodeRepository(stack).get(replay_id)
     assert replayed.status == "completed" and replayed.answer == source.answer
     assert replayed.parent_episode_id == source.id
+    shown = CliRunner().invoke(app, ["episodes", "show", replay_id])
+    assert f"replay of {source.id} from step 3" in " ".join(shown.output.split())
     checkpoints = store.for_episode(replay_id)
     source_before = {(cp.step, cp.kind) for cp in store.for_episode(source.id) if cp.step < 3}
     assert {(cp.step, cp.kind) for cp in checkpoints if cp.step < 3} == source_before

@@ -147,8 +147,12 @@ def print_answer(summary: dict[str, Any]) -> None:
 
 
 def run_command(
-    question: str = typer.Argument(..., help="The research question."),
-    policy: str = typer.Option("routed", help="routed | ar | diffusion | ab | shadow | oracle"),
+    question: str = typer.Argument(..., metavar="QUESTION", help="The research question."),
+    policy: str = typer.Option(
+        "routed",
+        help="routed | ar | diffusion | ab | shadow (the oracle needs a question record with "
+        "its ground truth: use `submit` with a JSONL file)",
+    ),
     follow: bool = typer.Option(False, "--follow", help="Stream progress until it finishes."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     wait: bool = typer.Option(True, help="Wait for the answer (implied by --follow)."),

@@ -94,9 +94,32 @@ def test_retry_runs_the_episode_to_completion(
     assert done["status"] == "completed" and done["answer"]
     audit = client.get("/api/audit", params={"target": entry}).json()[0]
     assert audit["action"] == "dlq.retry" and audit["outcome"] == "ok"
-    assert audit["payload"] == {"episode_id": episode_id, "step": 0, "kind": "tool"}
+    assert audit["payload"] == {"episode_id": episode_id, "step": 0, "kind": "tool", "budgets": {}}
     # Once it has run, a second retry of the same entry finds nothing.
     assert client.post(f"/api/dlq/{entry}/retry").status_code == 404
+
+
+def test_retry_takes_larger_budgets(
+    client: httpx.Client, stack, episode_worker, world_questions
+) -> None:
+    """A budget failure retried with the same budget dead-letters again: the retry's body
+    sets new budgets (validated like a submit's), which the re-run episode carries."""
+    record = world_questions[2]
+    episode_id, entry = _dead_lettered_oracle_episode(
+        stack, record, "plan", "denoising budget exceeded"
+    )
+    bad = client.post(f"/api/dlq/{entry}/retry", json={"budgets": {"max_turns": 1}})
+    assert bad.status_code == 422 and "max_turns" in bad.text
+    assert entry in {d["id"] for d in client.get("/api/dlq").json()}  # nothing consumed
+    reply = client.post(
+        f"/api/dlq/{entry}/retry", json={"budgets": {"max_turns": 20, "max_denoise_steps": 512}}
+    )
+    assert reply.status_code == 200, reply.text
+    assert follow(client, episode_id)[-1]["data"]["status"] == "completed"
+    done = client.get(f"/api/episodes/{episode_id}").json()
+    assert done["budgets"]["max_turns"] == 20 and done["budgets"]["max_denoise_steps"] == 512
+    audit = client.get("/api/audit", params={"target": entry}).json()[0]
+    assert audit["payload"]["budgets"] == {"max_turns": 20, "max_denoise_steps": 512}
 
 
 def test_retry_of_a_finished_episode_is_refused_and_audited(client: httpx.Client, stack, seeded):

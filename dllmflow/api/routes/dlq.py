@@ -12,7 +12,7 @@ from dllmflow.api.deps import require_token
 from dllmflow.api.errors import Conflict
 from dllmflow.api.queries import NotFound
 from dllmflow.api.routes.episodes import episode_out
-from dllmflow.api.schemas import DeadLetterOut, EpisodeOut, PurgeResult
+from dllmflow.api.schemas import DeadLetterOut, EpisodeOut, PurgeResult, RetryEpisode
 from dllmflow.api.state import ApiState, api_state
 
 router = APIRouter(prefix="/api/dlq", tags=["dead letters"], dependencies=[Depends(require_token)])
@@ -33,16 +33,27 @@ def list_dead_letters(
     summary="Retry the entry's episode from its last good checkpoint",
 )
 async def retry_dead_letter(
-    request: Request, entry_id: str = EntryId, state: ApiState = Depends(api_state)
+    request: Request,
+    entry_id: str = EntryId,
+    body: RetryEpisode | None = None,
+    state: ApiState = Depends(api_state),
 ) -> EpisodeOut:
+    """The body's budgets (all optional) replace the episode's: a budget that dead-lettered
+    the work (denoising steps, turns) is retried larger, not with the same limit again."""
     letter = await run_in_threadpool(state.dlq.get, entry_id)
     if letter is None:
         raise NotFound(f"no dead-letter entry {entry_id!r}")
+    overrides = body.budgets.given() if body and body.budgets else {}
     service = await state.service()
-    payload = {"episode_id": letter.episode_id, "step": letter.step, "kind": letter.kind}
+    payload = {
+        "episode_id": letter.episode_id,
+        "step": letter.step,
+        "kind": letter.kind,
+        "budgets": overrides,
+    }
     async with audited(request, "dlq.retry", entry_id, payload):
         try:
-            episode = await service.retry(letter.episode_id)
+            episode = await service.retry(letter.episode_id, **overrides)
         except ValueError as exc:
             raise Conflict(str(exc)) from exc
     return episode_out(state, episode)

@@ -160,9 +160,12 @@ def test_dlq_retry_button_calls_the_api_with_the_session(
         )
     )
     browser.login(api_url, api_token, "/dlq")
+    turns = f"tr[data-entry='{entry}'] input[data-budget='max_turns']"
+    browser.evaluate(f"document.querySelector({json.dumps(turns)}).value = '24'")
     button = f"tr[data-entry='{entry}'] button[data-action]"
     browser.evaluate(f"document.querySelector({json.dumps(button)}).click()")
     flash = browser.wait_for("(f => !f.hidden && f.textContent)(document.getElementById('flash'))")
     assert "already completed" in flash
     audit = client.get("/api/audit", params={"target": entry}).json()[0]
     assert (audit["action"], audit["via"], audit["outcome"]) == ("dlq.retry", "cookie", "error")
+    assert audit["payload"]["budgets"] == {"max_turns": 24}  # the page's budget field was sent

@@ -34,13 +34,25 @@ function afterCall(data) {
   }
 }
 
+// Budget fields beside a button (a [data-budgets] cell): the filled ones become the body's
+// {"budgets": {...}}; none filled sends no body.
+function budgetsBody(button) {
+  const scope = button.closest("[data-budgets]");
+  if (!scope) return undefined;
+  const budgets = {};
+  for (const input of scope.querySelectorAll("input[data-budget]")) {
+    if (input.value !== "") budgets[input.dataset.budget] = Number(input.value);
+  }
+  return Object.keys(budgets).length ? { budgets } : undefined;
+}
+
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-action]");
   if (!button) return;
   if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
   button.disabled = true;
   try {
-    afterCall(await callApi(button.dataset.action, button.dataset.url));
+    afterCall(await callApi(button.dataset.action, button.dataset.url, budgetsBody(button)));
   } catch (err) {
     flash(err.message, true);
     button.disabled = false;

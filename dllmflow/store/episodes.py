@@ -74,9 +74,24 @@ class EpisodeRepository:
             return episode
 
     def list(
-        self, status: str | None = None, limit: int = 50, eval_run_id: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        eval_run_id: str | None = None,
+        *,
+        policy: str | None = None,
+        text: str | None = None,
+        offset: int = 0,
     ) -> list[Episode]:
-        query = select(Episode).order_by(Episode.created_at.desc()).limit(limit)
+        """Newest first; ``text`` matches inside the question (case-insensitive)."""
+        query = select(Episode).order_by(Episode.created_at.desc(), Episode.id).limit(limit)
+        if offset:
+            query = query.offset(offset)
+        if policy:
+            query = query.where(Episode.policy == policy)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(Episode.question.ilike(pattern, escape="\\"))
         if status:
             if status not in EpisodeStatus.ALL:
                 raise ValueError(

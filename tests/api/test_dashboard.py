@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -29,6 +31,32 @@ def test_episode_list_filters_by_status(browser_client: httpx.Client, seeded) ->
     assert seeded.completed in page and seeded.running in page
     dead = browser_client.get("/episodes", params={"status": "dead_lettered"}).text
     assert seeded.dead in dead and seeded.completed not in dead
+
+
+def test_episode_list_filters_by_policy_text_and_eval_run_and_pages(
+    browser_client: httpx.Client, stack
+) -> None:
+    episodes = EpisodeRepository(stack)
+    tag = uuid.uuid4().hex[:8]
+    made = {
+        policy: episodes.create(question=f"Filter {tag} 100%_{policy}?", policy=policy, budgets={})
+        for policy in ("ar", "diffusion", "routed")
+    }
+
+    def listed(**params) -> list[str]:
+        html = browser_client.get("/episodes", params=params).text
+        return re.findall(r'<tr data-episode="([^"]+)"', html)
+
+    assert set(listed(q=tag)) == {e.id for e in made.values()}
+    assert listed(q=tag, policy="ar") == [made["ar"].id]
+    assert listed(q=f"{tag} 100%_d") == [made["diffusion"].id]  # % and _ match literally
+    assert listed(q=tag, policy="telepathy") == listed(q=tag)  # an unknown policy filters nothing
+    assert listed(q=tag, eval_run="no-such-run") == []
+    # Pages of two, newest first: the third episode is alone on page 2, with a link back.
+    first, second = listed(q=tag, limit=2), listed(q=tag, limit=2, page=2)
+    assert len(first) == 2 and len(second) == 1 and not set(first) & set(second)
+    html = browser_client.get("/episodes", params={"q": tag, "limit": 2}).text
+    assert 'rel="next"' in html and "page=2" in html and 'rel="prev"' not in html
 
 
 def test_episode_page_has_waterfall_timeline_and_temporal_link(

@@ -23,6 +23,7 @@ from dllmflow.api.views import (
     waterfall_steps,
 )
 from dllmflow.store.models import EpisodeStatus
+from dllmflow.workflows.types import POLICIES
 
 FAILED_LOGIN_DELAY_S = 0.5
 MAX_LOGIN_BODY = 4096
@@ -87,16 +88,43 @@ def home() -> Response:
 def episodes_page(
     request: Request,
     status: str | None = None,
+    policy: str | None = None,
+    q: str | None = Query(None, max_length=200, description="text inside the question"),
+    eval_run: str | None = Query(None, max_length=64),
+    page: int = Query(1, ge=1, le=10_000),
     limit: int = Query(100, ge=1, le=500),
     state: ApiState = Depends(api_state),
 ) -> Response:
-    status = status if status in EpisodeStatus.ALL else None
-    rows = state.episodes.list(status=status, limit=limit)
+    """Newest first, ``limit`` a page, filtered by status, policy, question text, eval run."""
+    filters = {
+        "status": status if status in EpisodeStatus.ALL else None,
+        "policy": policy if policy in POLICIES else None,
+        "q": (q or "").strip() or None,
+        "eval_run": eval_run or None,
+    }
+    # One row more than a page says whether an older page exists.
+    rows = state.episodes.list(
+        status=filters["status"],
+        limit=limit + 1,
+        eval_run_id=filters["eval_run"],
+        policy=filters["policy"],
+        text=filters["q"],
+        offset=(page - 1) * limit,
+    )
     counts = state.episodes.counts_by_status()
     return TEMPLATES.TemplateResponse(
         request,
         "episodes.html",
-        {"episodes": rows, "status": status, "counts": counts, "nav": "episodes"},
+        {
+            "episodes": rows[:limit],
+            "status": filters["status"],
+            "filters": filters,
+            "page": page,
+            "has_older": len(rows) > limit,
+            "query": {k: v for k, v in filters.items() if v} | {"limit": limit},
+            "counts": counts,
+            "nav": "episodes",
+        },
     )
 
 

@@ -160,26 +160,69 @@ def layout_waterfall(steps: Sequence[WaterfallStep], provisional: bool = False) 
     return Waterfall(rows, total, by_segment, provisional)
 
 
+# The A/B table's rows, in reading order: (summary key, label, unit, episodes needed). A
+# percentile from fewer episodes than it needs is not shown (p99 of 4 episodes is their max).
+METRICS: tuple[tuple[str, str, str, int], ...] = (
+    ("episodes", "episodes", "count", 0),
+    ("accuracy", "accuracy", "percent", 0),
+    ("correct", "correct", "count", 0),
+    ("invalid_action_rate", "invalid actions", "percent", 0),
+    ("schema_adherence", "schema adherence", "percent", 0),
+    ("completed", "completed", "count", 0),
+    ("dead_lettered", "dead-lettered", "count", 0),
+    ("failed", "failed", "count", 0),
+    ("latency_p50_s", "latency p50", "seconds", 0),
+    ("latency_mean_s", "latency mean", "seconds", 0),
+    ("latency_p95_s", "latency p95", "seconds", 20),
+    ("latency_p99_s", "latency p99", "seconds", 100),
+    ("first_useful_p50_s", "first useful output p50", "seconds", 0),
+    ("first_useful_mean_s", "first useful output mean", "seconds", 0),
+    ("turns_per_episode", "turns per episode", "number", 0),
+    ("tool_calls_per_episode", "tool calls per episode", "number", 0),
+    ("tokens_per_forward", "tokens per forward pass", "number", 0),
+    ("gpu_seconds", "model decode seconds (GPU-seconds when served on GPUs)", "seconds", 0),
+    ("cost_per_success", "GPU cost per correct answer", "usd", 0),
+    ("gpu_price_per_hour", "GPU price per hour (assumed)", "usd", 0),
+)
+
+
+@dataclass
+class MetricRow:
+    name: str
+    label: str
+    unit: str  # count | percent | seconds | number | usd
+    values: list[float | None]  # one per policy, None where not measured (or too few episodes)
+    top: float  # the row's largest magnitude (bar scale)
+
+
 @dataclass
 class Comparison:
     """Metrics keyed by policy (or arm) as a table: a row per metric, a column per policy."""
 
     policies: list[str]
-    rows: list[tuple[str, list[float | None], float]]  # (metric, value per policy, row max)
+    rows: list[MetricRow]
     baseline: str | None
 
 
 def compare(by_policy: dict[str, Any]) -> Comparison:
     groups = {p: m for p, m in by_policy.items() if isinstance(m, dict)}
     policies = sorted(groups, key=lambda p: (p not in ("ar", "diffusion", "routed"), p))
-    names: list[str] = []
-    for m in groups.values():
-        names += [k for k, v in m.items() if _float(v) is not None and k not in names]
+    numeric = {k for m in groups.values() for k, v in m.items() if _float(v) is not None}
+    known = {key for key, *_ in METRICS}
+    catalogue = [m for m in METRICS if m[0] in numeric]
+    catalogue += [(k, k, "number", 0) for k in sorted(numeric - known)]
     rows = []
-    for name in names:
-        values = [_float(groups[p].get(name)) for p in policies]
+    for name, label, unit, needs in catalogue:
+        values = [
+            _float(groups[p].get(name))
+            if (_float(groups[p].get("episodes")) or 0) >= needs
+            else None
+            for p in policies
+        ]
+        if all(v is None for v in values):
+            continue
         top = max((abs(v) for v in values if v is not None), default=0.0)
-        rows.append((name, values, top))
+        rows.append(MetricRow(name, label, unit, values, top))
     return Comparison(policies, rows, "ar" if "ar" in groups else None)
 
 

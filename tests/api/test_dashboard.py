@@ -102,7 +102,9 @@ def test_dlq_ab_and_reference_pages(browser_client: httpx.Client, stack, seeded)
     assert f'data-url="/api/dlq/{entry}/retry"' in row
     assert 'data-url="/api/dlq"' in dlq  # the purge button, shown when there are entries
     ab = browser_client.get("/ab").text
-    assert seeded.eval_run in ab and "latency_mean_s" in ab and "-29%" in ab
+    assert seeded.eval_run in ab and 'data-metric="latency_mean_s"' in ab and "-29%" in ab
+    assert "latency mean" in ab  # labelled, not the summary key
+    assert f'href="/episodes?eval_run={seeded.eval_run}"' in ab  # the run links to its episodes
     assert 'data-policy="diffusion"' in ab
     ref = browser_client.get("/api-reference").text
     assert "/api/episodes/{episode_id}/events" in ref

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from dllmflow.api.views import SEGMENTS, WaterfallStep, eval_view, layout_waterfall, waterfall_steps
+from dllmflow.api.views import (
+    SEGMENTS,
+    WaterfallStep,
+    compare,
+    eval_view,
+    layout_waterfall,
+    waterfall_steps,
+)
 
 
 def step(n: int, **timings: float) -> WaterfallStep:
@@ -79,10 +86,26 @@ def test_eval_view_compares_policies_against_ar() -> None:
         }
     )
     assert view.policies.policies == ["ar", "diffusion"] and view.policies.baseline == "ar"
-    rows = {name: values for name, values, _top in view.policies.rows}
+    rows = {row.name: row.values for row in view.policies.rows}
     assert rows == {"accuracy": [0.155, 0.155], "latency_mean_s": [14.0, 10.0]}
+    assert [(r.label, r.unit) for r in view.policies.rows] == [
+        ("accuracy", "percent"),
+        ("latency mean", "seconds"),
+    ]
     ar, dllm = view.waterfalls
     assert ar.total_s == 12.0 and ar.bars[-1].x + ar.bars[-1].width == 100.0
     assert round(dllm.bars[0].width, 3) == 50.0
     assert view.arms is not None and view.recommendation == "keep collecting"
     assert eval_view({}).policies.rows == [] and eval_view({}).arms is None
+
+
+def test_compare_orders_metrics_and_hides_percentiles_from_few_episodes() -> None:
+    few = {"episodes": 4, "latency_p99_s": 9.0, "latency_p95_s": 8.0, "latency_p50_s": 2.0}
+    many = {"episodes": 120, "latency_p99_s": 7.0, "latency_p95_s": 6.0, "latency_p50_s": 1.5}
+    table = compare({"ar": few, "diffusion": many, "routed": {"episodes": 4, "zeta": 1.0}})
+    names = [row.name for row in table.rows]
+    assert names == ["episodes", "latency_p50_s", "latency_p95_s", "latency_p99_s", "zeta"]
+    p99 = next(row for row in table.rows if row.name == "latency_p99_s")
+    assert p99.values == [None, 7.0, None]  # 4 episodes give no p99; 120 do
+    only_few = compare({"ar": few})
+    assert "latency_p99_s" not in [row.name for row in only_few.rows]

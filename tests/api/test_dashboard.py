@@ -165,3 +165,24 @@ def test_live_view_events_reach_the_stream_in_order(client: httpx.Client, stack)
         (text, committed, n) for n, (text, committed) in enumerate(passes, 1)
     ]
     assert events[-1]["data"] == {"episode_id": episode.id, "status": "completed"}
+
+
+def test_stack_and_audit_pages(browser_client: httpx.Client, client: httpx.Client, stack) -> None:
+    """The stack page checks every component for real (the test stack is up: all healthy) and
+    links to the Temporal UI and the Ray dashboard; the audit page lists writes newest first
+    and filters by target."""
+    page = browser_client.get("/stack")
+    assert page.status_code == 200
+    html = page.text
+    for component in ("postgres", "redis", "temporal", "ray", "worker"):
+        row = html[html.index(f'<tr data-component="{component}">') :]
+        row = row[: row.index("</tr>")]
+        assert ">yes<" in row, row
+    assert f'href="{stack.temporal_ui_url}"' in html
+    assert 'id="replicas"' in html
+    missing = f"ep-{uuid.uuid4().hex[:12]}"
+    assert client.post(f"/api/episodes/{missing}/cancel").status_code == 404
+    audit = browser_client.get("/audit", params={"target": missing}).text
+    rows = re.findall(r'<tr data-audit="(\d+)">', audit)
+    assert len(rows) == 1 and "episode.cancel" in audit and missing in audit
+    assert browser_client.get("/audit").text.count("<tr data-audit=") >= 1

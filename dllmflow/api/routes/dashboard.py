@@ -165,6 +165,51 @@ def dlq_page(request: Request, state: ApiState = Depends(api_state)) -> Response
     )
 
 
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(
+    request: Request,
+    target: str | None = Query(None, max_length=200),
+    limit: int = Query(200, ge=1, le=1000),
+    state: ApiState = Depends(api_state),
+) -> Response:
+    """Every write (CLI, API, dashboard): who, how, what, on what, and how it ended."""
+    from dllmflow.api.audit import recent
+
+    rows = recent(state.settings, limit, target or None)
+    return TEMPLATES.TemplateResponse(
+        request, "audit.html", {"rows": rows, "target": target or "", "nav": "audit"}
+    )
+
+
+@router.get("/stack", response_class=HTMLResponse)
+async def stack_page(request: Request, state: ApiState = Depends(api_state)) -> Response:
+    """Each component's health from a real query or ping, the model replicas on Ray, and links
+    to the Temporal UI and the Ray dashboard."""
+    from dllmflow.stack import manager
+    from dllmflow.workers.serving import serving_status
+
+    s = state.settings
+    health = await asyncio.to_thread(manager.status, s)
+    replicas, replica_error = [], None
+    if any(h.name == "ray" and h.healthy for h in health):
+        try:
+            replicas = await asyncio.to_thread(serving_status, s)
+        except Exception as exc:  # the page shows why instead of failing
+            replica_error = f"{type(exc).__name__}: {exc}"
+    links = {"Temporal UI": s.temporal_ui_url, "Ray dashboard": s.effective_ray_dashboard_url}
+    return TEMPLATES.TemplateResponse(
+        request,
+        "stack.html",
+        {
+            "health": health,
+            "replicas": replicas,
+            "replica_error": replica_error,
+            "links": {k: v for k, v in links.items() if v},
+            "nav": "stack",
+        },
+    )
+
+
 @router.get("/ab", response_class=HTMLResponse)
 def ab_page(request: Request, state: ApiState = Depends(api_state)) -> Response:
     runs = [(run, eval_view(run.metrics or {})) for run in queries.eval_runs(state.settings, 20)]

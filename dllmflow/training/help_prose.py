@@ -28,8 +28,9 @@ from .english import base_form, lower_first, third_person
 EXCERPT_CHARS = 900
 _BIN = Path(sys.executable).parent
 
-# (display name, argv). Python modules with a CLI, console scripts of the environment and
-# their subcommands. gzip/tarfile are left out: their GNU namesakes are evaluation topics.
+# Python modules with a CLI (`python -m NAME --help`), and console scripts of the environment
+# with their subcommands (`NAME [SUB] --help`). gzip/tarfile are left out: their GNU
+# namesakes are evaluation topics.
 _MODULES = (
     "http.server", "json.tool", "zipfile", "timeit", "unittest", "pydoc", "venv", "compileall",
     "py_compile", "trace", "cProfile", "pdb", "ast", "tokenize", "dis", "calendar", "uuid",
@@ -37,18 +38,16 @@ _MODULES = (
     "tabnanny", "mimetypes", "platform", "doctest", "inspect", "site", "pickle", "random",
 )  # fmt: skip
 _SCRIPTS = (
-    ("pip install",), ("pip download",), ("pip uninstall",), ("pip list",), ("pip show",),
-    ("pip freeze",), ("pip wheel",), ("pip cache",), ("pip config",), ("pip",),
-    ("ruff check",), ("ruff format",), ("ruff",), ("pytest",), ("uvicorn",), ("alembic",),
-    ("alembic upgrade",), ("alembic revision",), ("ray start",), ("ray stop",), ("ray status",),
-    ("hf download",), ("hf upload",), ("accelerate launch",), ("torchrun",), ("virtualenv",),
-    ("pygmentize",), ("tqdm",), ("py-spy record",), ("py-spy dump",), ("py-spy top",),
-    ("jsonschema",), ("markdown-it",), ("watchfiles",), ("normalizer",), ("f2py",),
-    ("redis-server",), ("redis-cli",), ("temporal server start-dev",),
-    ("temporal workflow list",), ("temporal workflow show",), ("temporal workflow terminate",),
-    ("isympy",), ("gguf-dump",), ("transformers",), ("fastapi run",), ("fastapi dev",),
-    ("dotenv",), ("httpx",), ("websockets",), ("pyftsubset",), ("ttx",), ("fonttools",),
-    ("hypothesis",), ("mako-render",), ("tune",), ("serve",),
+    "pip install", "pip download", "pip uninstall", "pip list", "pip show", "pip freeze",
+    "pip wheel", "pip cache", "pip config", "pip", "ruff check", "ruff format", "ruff", "pytest",
+    "uvicorn", "alembic", "alembic upgrade", "alembic revision", "ray start", "ray stop",
+    "ray status", "hf download", "hf upload", "accelerate launch", "torchrun", "virtualenv",
+    "pygmentize", "tqdm", "py-spy record", "py-spy dump", "py-spy top", "jsonschema",
+    "markdown-it", "watchfiles", "normalizer", "f2py", "redis-server", "redis-cli",
+    "temporal server start-dev", "temporal workflow list", "temporal workflow show",
+    "temporal workflow terminate", "isympy", "gguf-dump", "transformers", "fastapi run",
+    "fastapi dev", "dotenv", "httpx", "websockets", "pyftsubset", "ttx", "fonttools", "hypothesis",
+    "mako-render", "tune", "serve",
 )  # fmt: skip
 _BANNED_NAMES = ("dllmflow",)
 
@@ -64,7 +63,7 @@ class HelpOption:
 
 def help_commands() -> list[tuple[str, list[str]]]:
     cmds = [(m, [sys.executable, "-m", m, "--help"]) for m in _MODULES]
-    for (name,) in _SCRIPTS:
+    for name in _SCRIPTS:
         exe, *sub = name.split()
         path = _BIN / exe
         if path.exists() and exe not in _BANNED_NAMES:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
 from tests.api.browser import Browser, find_chromium
+from tests.api.conftest import _turn
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -89,7 +91,7 @@ def test_dashboard_shows_an_episode_with_waterfall_and_timeline(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_live_view_renders_refinement_passes_then_reloads(
+def test_live_view_renders_refinement_passes_and_stays_live(
     browser: Browser, api_url: str, api_token: str, stack
 ) -> None:
     episodes, progress = EpisodeRepository(stack), ProgressStream(stack)
@@ -130,12 +132,32 @@ def test_live_view_renders_refinement_passes_then_reloads(
     assert marked.startswith("to") and "Plan" not in marked
     assert "episode started" in browser.evaluate("document.getElementById('live-log').textContent")
 
+    # A finished turn: the timeline, counters and waterfall are re-rendered in place.
     browser.mark_page()
+    assert browser.evaluate("document.querySelector('#timeline tr[data-step]')") is None
+    CheckpointStore(stack).save(
+        episode_id=episode.id,
+        step=0,
+        kind="plan",
+        key=f"{episode.id}/0/plan",
+        payload=_turn("Plan to search", "search", {"query": "pass"}, "diffusion", passes=3),
+        role="planner",
+        backend="diffusion",
+        model="m",
+        timings={"queue_s": 0.01, "decode_s": 0.4},
+    )
+    progress.publish(episode.id, "turn", step=0, role="planner", backend="diffusion", valid=True)
+    browser.wait_for("!!document.querySelector('#timeline tr[data-step=\"0\"]')")
+    counters = browser.evaluate("document.querySelector('.counters').textContent")
+    assert "1 turns" in " ".join(counters.split())
+    assert browser.evaluate("document.getElementById('waterfall-empty')") is None
+
     episodes.update(episode.id, status="completed", answer="done")
     progress.publish(episode.id, "finished", status="completed", answer="done", sources=[])
-    browser.wait_for_new_page(timeout=30)  # "end" arrives, the page reloads finished
-    assert browser.evaluate("document.getElementById('status').textContent") == "completed"
-    assert browser.evaluate("document.getElementById('live')") is None
+    browser.wait_for("document.getElementById('status').textContent === 'completed'", timeout=30)
+    browser.wait_for("(a => a && a.textContent)(document.querySelector('.answer'))")
+    assert browser.evaluate("document.querySelector('.answer').textContent") == "done"
+    assert browser.evaluate("window.__dllmflowOld === true")  # no reload happened
 
 
 def test_dlq_retry_button_calls_the_api_with_the_session(

@@ -77,6 +77,17 @@ def test_running_episode_page_follows_progress(browser_client: httpx.Client, see
     page = browser_client.get(f"/episodes/{seeded.running}").text
     assert f'data-events-url="/api/episodes/{seeded.running}/events"' in page
     assert 'id="waterfall-empty"' in page
+    assert f'data-body-url="/episodes/{seeded.running}/body"' in page
+
+
+def test_episode_body_is_the_re_rendered_part_alone(browser_client: httpx.Client, seeded) -> None:
+    """What the live view swaps in after each event (the browser twin is in test_browser)."""
+    body = browser_client.get(f"/episodes/{seeded.completed}/body")
+    assert body.status_code == 200
+    html = body.text
+    assert "<html" not in html and 'id="live"' not in html
+    assert 'id="timeline"' in html and 'class="counters"' in html and "blue" in html
+    assert browser_client.get("/episodes/ep-nope/body").status_code == 404
 
 
 def test_dlq_ab_and_reference_pages(browser_client: httpx.Client, stack, seeded) -> None:

@@ -128,8 +128,7 @@ def episodes_page(
     )
 
 
-@router.get("/episodes/{episode_id}", response_class=HTMLResponse)
-def episode_page(episode_id: str, request: Request, state: ApiState = Depends(api_state)):
+def _episode_context(episode_id: str, state: ApiState) -> dict:
     episode = state.episodes.get(episode_id)
     turns = timeline(state.checkpoints.for_episode(episode_id))
     steps, provisional = waterfall_steps(episode, turns)
@@ -142,19 +141,29 @@ def episode_page(episode_id: str, request: Request, state: ApiState = Depends(ap
     wall = None
     if episode.finished_at and episode.created_at:
         wall = (episode.finished_at - episode.created_at).total_seconds()
+    return {
+        "episode": episode,
+        "turns": turns,
+        "chart": layout_waterfall(steps, provisional),
+        "summary": summary,
+        "wall_s": wall,
+        "nav": "episodes",
+        "temporal_url": temporal_url(state.settings, episode),
+        "dead_letters": [d for d in state.dlq.list(1000) if d.episode_id == episode_id],
+    }
+
+
+@router.get("/episodes/{episode_id}", response_class=HTMLResponse)
+def episode_page(episode_id: str, request: Request, state: ApiState = Depends(api_state)):
+    return TEMPLATES.TemplateResponse(request, "episode.html", _episode_context(episode_id, state))
+
+
+@router.get("/episodes/{episode_id}/body", response_class=HTMLResponse)
+def episode_body(episode_id: str, request: Request, state: ApiState = Depends(api_state)):
+    """The page's re-renderable part (counters, waterfall, timeline), fetched by the live
+    view after each turn and tool call so the page never needs a reload."""
     return TEMPLATES.TemplateResponse(
-        request,
-        "episode.html",
-        {
-            "episode": episode,
-            "turns": turns,
-            "chart": layout_waterfall(steps, provisional),
-            "summary": summary,
-            "wall_s": wall,
-            "nav": "episodes",
-            "temporal_url": temporal_url(state.settings, episode),
-            "dead_letters": [d for d in state.dlq.list(1000) if d.episode_id == episode_id],
-        },
+        request, "_episode_body.html", _episode_context(episode_id, state)
     )
 
 

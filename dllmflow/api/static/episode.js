@@ -1,7 +1,8 @@
 // Live view of one episode over Server-Sent Events: a log of turns and tool calls, and the
 // current turn's text as it is refined (diffusion: pass by pass, with the characters that
-// changed in the latest pass highlighted; AR: tokens appended). Reloads when the episode ends
-// so the final timeline and waterfall are rendered by the server.
+// changed in the latest pass highlighted; AR: tokens appended). After every turn and tool call
+// the counters, waterfall and timeline are re-rendered by the server (GET .../body) and
+// swapped in, and the status badge follows the events: the page never needs a reload.
 "use strict";
 
 (function () {
@@ -77,6 +78,25 @@
     dead_lettered: (d) => `dead-lettered at step ${d.step}: ${d.error}`,
   };
 
+  const body = document.getElementById("episode-body");
+  let refreshing = null;
+  function refreshBody() {  // at most one fetch in flight; bursts of events coalesce
+    if (!body || refreshing) return;
+    refreshing = setTimeout(async () => {
+      try {
+        const reply = await fetch(body.dataset.bodyUrl, { credentials: "same-origin" });
+        if (reply.ok) body.innerHTML = await reply.text();
+      } finally {
+        refreshing = null;
+      }
+    }, 250);
+  }
+  function setBadge(status) {
+    const badge = document.getElementById("status");
+    badge.textContent = status;
+    badge.className = `status status-${status}`;
+  }
+
   if (live.dataset.finished === "1" || !window.EventSource) return;
   const source = new EventSource(live.dataset.eventsUrl);
   source.onopen = () => { state.textContent = "following"; };
@@ -86,14 +106,21 @@
     source.addEventListener(name, (e) => {
       const data = JSON.parse(e.data);
       addLog(describe[name](data), name === "dead_lettered" ? "error" : "");
-      const badge = document.getElementById("status");
-      if (name === "started") { badge.textContent = "running"; badge.className = "status status-running"; }
+      if (name === "started") {
+        setBadge("running");
+        const done = document.getElementById("finished-at");
+        if (done) done.textContent = "";  // a retried episode is not finished any more
+      }
+      if (name === "finished" && data.status) setBadge(data.status);
+      if (name === "dead_lettered") setBadge("dead_lettered");
+      refreshBody();
     });
   }
   source.addEventListener("end", (e) => {
     source.close();
     const data = JSON.parse(e.data);
     state.textContent = `ended (${data.status})`;
-    setTimeout(() => window.location.reload(), 600);
+    if (data.status) setBadge(data.status);
+    refreshBody();
   });
 })();

@@ -91,6 +91,17 @@ def test_dashboard_shows_an_episode_with_waterfall_and_timeline(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_episode_list_shows_a_new_episode_without_reload(
+    browser: Browser, api_url: str, api_token: str, stack
+) -> None:
+    browser.login(api_url, api_token, "/episodes")
+    browser.mark_page()
+    episode = EpisodeRepository(stack).create(question="Listed live?", policy="ar", budgets={})
+    row = f"!!document.querySelector('#episodes tr[data-episode=\"{episode.id}\"]')"
+    browser.wait_for(row, timeout=20)  # the list refreshes every 5 s
+    assert browser.evaluate("window.__dllmflowOld === true")  # no reload happened
+
+
 def test_live_view_renders_refinement_passes_and_stays_live(
     browser: Browser, api_url: str, api_token: str, stack
 ) -> None:

@@ -30,6 +30,7 @@ MAX_LOGIN_BODY = 4096
 
 public = APIRouter(include_in_schema=False)
 router = APIRouter(include_in_schema=False, dependencies=[Depends(require_viewer)])
+LIST_REFRESH_MS = 5000  # how often the episode list page refreshes its rows
 
 
 @public.get("/login")
@@ -123,6 +124,7 @@ def episodes_page(
             "has_older": len(rows) > limit,
             "query": {k: v for k, v in filters.items() if v} | {"limit": limit},
             "counts": counts,
+            "refresh_ms": LIST_REFRESH_MS,
             "nav": "episodes",
         },
     )

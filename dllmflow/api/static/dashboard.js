@@ -71,3 +71,26 @@ document.addEventListener("submit", async (event) => {
     flash(err.message, true);
   }
 });
+
+// The episode list refreshes itself: every few seconds the same URL (filters and page kept) is
+// fetched and its table body and status counts are swapped in, so new episodes and status
+// changes show without a reload. Paused while the tab is hidden.
+(function () {
+  const table = document.getElementById("episodes");
+  if (!table) return;
+  const every = Number(table.dataset.refreshMs || 5000);
+  async function refresh() {
+    if (document.hidden) return;
+    try {
+      const reply = await fetch(window.location.href, { credentials: "same-origin" });
+      if (!reply.ok) return;
+      const page = new DOMParser().parseFromString(await reply.text(), "text/html");
+      for (const selector of ["#episodes tbody", "nav.filters[aria-label='status filter']"]) {
+        const fresh = page.querySelector(selector);
+        const here = document.querySelector(selector);
+        if (fresh && here && fresh.innerHTML !== here.innerHTML) here.innerHTML = fresh.innerHTML;
+      }
+    } catch (_) { /* the next tick tries again */ }
+  }
+  setInterval(refresh, every);
+})();

@@ -727,6 +727,14 @@ def _doc_id(style: str, i: int, rng: random.Random) -> str:
     return rng.choice(string.ascii_lowercase) + "".join(rng.choice(_ALNUM) for _ in range(5))
 
 
+def _distinct_doc_ids(n: int, style: str, rng: random.Random) -> list[str]:
+    """``n`` distinct random ids of one style, so fetch ids must be copied from the results."""
+    ids: dict[str, None] = {}
+    while len(ids) < n:
+        ids.setdefault(_doc_id(style, rng.randrange(100_000), rng))
+    return list(ids)
+
+
 def _defaults(node: ast.AST) -> dict[str, str]:
     """Parameter -> default value text, for simple constant defaults of a function node."""
     if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -1156,9 +1164,7 @@ def _prose_job(args: tuple[int, int, int]) -> list[tuple[dict, list[Step]]]:
     docs = _PROSE_DOCS[group]
     rng = random.Random(f"agent-prose-{seed}-{group}")
     style = rng.choice(_DOC_ID_STYLES)
-    ids: dict[str, None] = {}
-    while len(ids) < len(docs):  # each corpus its own id style: fetch ids must be copied
-        ids.setdefault(_doc_id(style, rng.randrange(100_000), rng))
+    ids = _distinct_doc_ids(len(docs), style, rng)  # each corpus its own id style
     docs = [{**d, "id": new} for d, new in zip(docs, ids, strict=True)]
     records = prose_questions(docs, rng, n_questions)
     tools = InMemorySearch([public_doc(d) for d in docs])
@@ -1230,9 +1236,7 @@ def help_examples(
         style = rng.choice(_DOC_ID_STYLES)
         for start in range(0, len(order), corpus_size):
             group = [docs[i] for i in order[start : start + corpus_size]]
-            ids: dict[str, None] = {}
-            while len(ids) < len(group):
-                ids.setdefault(_doc_id(style, rng.randrange(100_000), rng))
+            ids = _distinct_doc_ids(len(group), style, rng)
             public = [
                 {"id": doc_id, "title": d["title"], "url": f"cli:{d['title']}", "text": d["text"]}
                 for d, doc_id in zip(group, ids, strict=True)

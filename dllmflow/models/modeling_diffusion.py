@@ -65,21 +65,23 @@ def block_causal_mask(t: int, block_size: int, device: torch.device | None = Non
 
 
 def span_aware_mask(
-    stream: torch.Tensor,  # [B, N] 0 = clean token, 1 = noisy copy of a turn token
+    stream: torch.Tensor,  # [B, N] 0 = clean token, k >= 1 = k-th noisy copy of a turn token
     block: torch.Tensor,  # [B, N] block index (a noisy token has its clean twin's block)
     valid: torch.Tensor,  # [B, N] False for batch padding
 ) -> torch.Tensor:
-    """[B, 1, N, N] bool for the span-aware training layout [clean sequence | noisy turn blocks].
+    """[B, 1, N, N] bool for the span-aware training layout [clean sequence | noisy turn blocks
+    (| a second, complementary noisy copy)].
 
     clean query -> clean keys of its own and earlier blocks (block-causal, as in prefill);
-    noisy query -> clean keys of EARLIER blocks + noisy keys of its OWN block only.
+    noisy query -> clean keys of EARLIER blocks + keys of its OWN block in its OWN copy only.
     So a noisy action block sees a clean context and clean earlier turn blocks, exactly what it
-    sees at inference, and nothing leaks from other noisy blocks. Padding rows see themselves.
+    sees at inference, and nothing leaks from other noisy blocks or the other copy (which holds
+    the tokens this one masks). Padding rows see themselves.
     """
     sq, sk = stream[:, :, None], stream[:, None, :]
     bq, bk = block[:, :, None], block[:, None, :]
     clean_q = (sq == 0) & (sk == 0) & (bk <= bq)
-    noisy_q = (sq == 1) & (((sk == 0) & (bk < bq)) | ((sk == 1) & (bk == bq)))
+    noisy_q = (sq >= 1) & (((sk == 0) & (bk < bq)) | ((sk == sq) & (bk == bq)))
     allowed = (clean_q | noisy_q) & valid[:, None, :] & valid[:, :, None]
     eye = torch.eye(stream.shape[1], dtype=torch.bool, device=stream.device)[None]
     return (allowed | eye)[:, None]

@@ -5,8 +5,9 @@ Agent paper); the diffusion half first adapts to block diffusion on plain prose:
 
   AR:         next-token cross-entropy on the turn tokens only (the action segments).
   diffusion:  phase "adapt": block diffusion on prose chunks (the last chunk masked, context
-              clean); phase "agent": the agent turns with context-clean corruption and
-              span-aware masks (training.diffusion_batch), loss = denoising + 0.5 x AR
+              clean); phase "agent": the agent turns with context-clean corruption,
+              span-aware masks and complementary masks (training.diffusion_batch: two noisy
+              copies per turn, masks m and not-m), loss = denoising + 0.5 x AR
               cross-entropy. Token shift: a masked position is denoised by the logits of the
               position before it (the first of a block by the clean previous block's last).
 
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from dllmflow.agent.actions import parse_turn, render_turn
 from dllmflow.agent.prompting import Step, render_context
-from dllmflow.models.lora import attach_lora, save_adapter
+from dllmflow.models.lora import attach_lora, load_adapter, save_adapter
 from dllmflow.models.modeling_diffusion import span_aware_mask
 from dllmflow.models.modeling_llama import build_from_base
 from dllmflow.models.real_pair import ADAPTER_FILE, load_pair_tokenizer
@@ -252,7 +253,7 @@ class _Batches(torch.utils.data.IterableDataset):
                 inp, lab = ar_batch(batch, self.ids)
                 yield {"input_ids": inp, "labels": lab}
             else:
-                yield diffusion_batch(batch, self.block, self.ids, gen)
+                yield diffusion_batch(batch, self.block, self.ids, gen, complementary=True)
 
 
 def train_phase(
@@ -305,7 +306,7 @@ def train_phase(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         done = step
-        if step % 10 == 0 or step == 1:
+        if step % 10 == 0 or step in (1, steps):
             row = {"phase": phase, "step": offset + step, "loss": loss.item(), "lr": lr * scale}
             row.update({k: v.item() for k, v in parts.items()}, time=round(time.time() - t0, 1))
             history.append(row)
@@ -334,11 +335,15 @@ def train(
     context_tokens: int = DEFAULT_CONTEXT_TOKENS,
     seed: int = 0,
     max_seconds: float | None = None,
+    init_adapter: str | Path | None = None,
 ) -> dict[str, Any]:
     """One half of the pair into ``out`` (config.json + adapter.safetensors + loss history).
 
     ``max_seconds`` bounds the whole run: training stops early (and says so in the summary)
-    so that the adapter is always written inside a fixed time slot."""
+    so that the adapter is always written inside a fixed time slot. ``init_adapter`` (a
+    directory this function wrote, e.g. the diffusion half after its adaptation phase alone)
+    starts from that adapter and continues its loss history, so the two phases can run in
+    separate processes."""
     deadline = time.time() + max_seconds if max_seconds else None
     torch.manual_seed(seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -360,11 +365,11 @@ def train(
     for name, p in model.named_parameters():
         if name in extra:
             p.requires_grad_(True)
+    history = _start_from(model, Path(init_adapter), kind, rank) if init_adapter else []
+    marks: list[int] = []  # where the agent phase began, for the loss plot
     model.to(dev)
     ids = SpecialIds(tok.pad_token_id, tok.mask_token_id, tok.eos_token_id)
-    history: list[dict[str, Any]] = []
     t0 = time.time()
-    marks = []
     if kind == "diffusion" and adapt_steps:
         prose = PackedExamples.load(str(data) + ".prose.pt")
         train_phase(
@@ -381,8 +386,9 @@ def train(
             phase="adapt",
             deadline=deadline,
         )
-        marks.append(history[-1]["step"])
     agent = PackedExamples.load(data)
+    if steps and history and history[-1]["phase"] != "agent":
+        marks.append(history[-1]["step"])
     steps_done = train_phase(
         model,
         kind,
@@ -408,6 +414,7 @@ def train(
         "steps": steps,
         "steps_done": steps_done,
         "adapt_steps": adapt_steps,
+        "init_adapter": str(init_adapter) if init_adapter else None,
         "examples": len(agent),
         "tokens_per_batch": tokens_per_batch,
         "lr": lr,
@@ -420,6 +427,28 @@ def train(
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _start_from(model, out_dir: Path, kind: str, rank: int) -> list[dict[str, Any]]:
+    """Load an earlier run's adapter into the wrapped ``model``; -> its loss history."""
+    summary_path = out_dir / "train_summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"--init-adapter {out_dir}: no train_summary.json (not a run dir)")
+    summary = json.loads(summary_path.read_text())
+    if (summary["kind"], summary["lora_rank"]) != (kind, rank):
+        raise ValueError(
+            f"--init-adapter {out_dir} is a {summary['kind']} adapter of rank "
+            f"{summary['lora_rank']}; this run is {kind} with rank {rank}"
+        )
+    state = load_adapter(out_dir / ADAPTER_FILE)
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise ValueError(f"--init-adapter {out_dir}: tensors the model lacks: {unknown[:3]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].dtype))
+    return json.loads((out_dir / "loss_history.json").read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--rank", type=int, default=24)
     t.add_argument("--tokens-per-batch", type=int, default=32_768)
     t.add_argument("--max-seconds", type=float, help="stop early to finish inside this time")
+    t.add_argument("--init-adapter", help="start from the adapter in this output directory")
     a = p.parse_args(argv)
     if a.cmd == "prepare":
         counts = prepare(
@@ -467,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             alpha=2.0 * a.rank,
             tokens_per_batch=a.tokens_per_batch,
             max_seconds=a.max_seconds,
+            init_adapter=a.init_adapter,
         )
         print(json.dumps(summary))
     return 0

@@ -233,13 +233,20 @@ def diffusion_batch(
     *,
     ablate_context_clean: bool = False,
     ablate_span_mask: bool = False,
+    complementary: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Inputs of one denoising step; see the module docstring for the two layouts.
+
+    ``complementary`` (Fast-dLLM v2) appends a second noisy copy of the turn whose mask is the
+    complement of the first, so every turn token is a denoising target in every step (stream
+    2; the copies cannot see each other).
 
     Returns input_ids, position_ids, targets [B,N] (-100 where no loss), the mask inputs
     stream / block / valid [B,N] (``span_aware_mask`` builds the [B,1,N,N] mask from them on the
     training device), plus ar_input / ar_labels for the auxiliary causal pass.
     """
+    if complementary and ablate_span_mask:
+        raise ValueError("complementary masks need the two-stream (span-aware) layout")
     rows = []
     for c, u in examples:
         clean, start = diffusion_layout(c, u, block, ids)
@@ -253,10 +260,9 @@ def diffusion_batch(
         if not turn_mask.any():  # at least one target per example
             turn_mask[start + int(torch.randint(n - start, (1,), generator=gen))] = True
         ctx_mask = (corrupt & ~in_turn & (clean_t != ids.pad)) if ablate_context_clean else None
-        noisy = torch.where(turn_mask, ids.mask, clean_t)
         if ablate_span_mask:
             # One stream: the corrupted sequence under a plain block-causal mask.
-            seq = noisy.clone()
+            seq = torch.where(turn_mask, ids.mask, clean_t)
             if ctx_mask is not None:
                 seq[ctx_mask] = ids.mask
             targets = torch.where(turn_mask, clean_t, -100)
@@ -268,12 +274,15 @@ def diffusion_batch(
             first = clean_t.clone()
             if ctx_mask is not None:
                 first[ctx_mask] = ids.mask
-            seq = torch.cat([first, noisy[start:]])
+            masks = [turn_mask, in_turn & ~turn_mask] if complementary else [turn_mask]
+            seq = torch.cat([first, *(torch.where(m, ids.mask, clean_t)[start:] for m in masks)])
             targets = torch.cat(
-                [torch.full((n,), -100), torch.where(turn_mask, clean_t, -100)[start:]]
+                [torch.full((n,), -100), *(torch.where(m, clean_t, -100)[start:] for m in masks)]
             )
-            stream = torch.cat([torch.zeros(n), torch.ones(n - start)]).long()
-            pos = torch.cat([torch.arange(n), torch.arange(start, n)])
+            stream = torch.cat(
+                [torch.zeros(n), *(torch.full((n - start,), k + 1) for k in range(len(masks)))]
+            ).long()
+            pos = torch.cat([torch.arange(n), *(torch.arange(start, n) for _ in masks)])
             blk = pos // block
         rows.append((seq, targets, stream, blk, pos, clean, start))
     n_max = max(len(r[0]) for r in rows)

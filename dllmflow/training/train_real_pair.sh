@@ -7,7 +7,7 @@
 #   GGUF=SmolLM2-135M-Instruct.Q4_1.gguf EPISODES=episodes.jsonl.gz PROSE=prose.jsonl.gz \
 #   OUT=runs/pair bash dllmflow/training/train_real_pair.sh
 #
-# STAGE=prepare|ar|diffusion runs one stage alone (each reuses what the earlier ones left in
+# STAGE=prepare|ar|adapt|diffusion runs one stage alone (each reuses what the earlier ones left in
 # $OUT and the state dir); MAX_SECONDS bounds each training stage (it stops early, saying so).
 set -euo pipefail
 : "${EPISODES:?agent episodes JSONL(.gz)}" "${OUT:?output dir}"
@@ -40,8 +40,15 @@ if [[ $STAGE == all || $STAGE == ar ]]; then
   python -m dllmflow.training.pair train --kind ar --out "$OUT/ar" "${common[@]}" 2>&1 \
     | tee "$OUT/ar.log"
 fi
+# The diffusion half's two phases run as two processes (each fits one device slot): the
+# block-diffusion adaptation on prose, then the agent steps from that adapter.
+if [[ ( $STAGE == all || $STAGE == adapt ) && -n ${PROSE:-} && $ADAPT -gt 0 ]]; then
+  python -m dllmflow.training.pair train --kind diffusion --out "$OUT/diffusion-adapt" \
+    --adapt-steps "$ADAPT" "${common[@]}" --steps 0 2>&1 | tee "$OUT/diffusion-adapt.log"
+fi
 if [[ $STAGE == all || $STAGE == diffusion ]]; then
+  init=()
+  [[ -f $OUT/diffusion-adapt/train_summary.json ]] && init=(--init-adapter "$OUT/diffusion-adapt")
   python -m dllmflow.training.pair train --kind diffusion --out "$OUT/diffusion" \
-    --adapt-steps "$([ -n "${PROSE:-}" ] && echo "$ADAPT" || echo 0)" "${common[@]}" 2>&1 \
-    | tee "$OUT/diffusion.log"
+    "${init[@]}" "${common[@]}" 2>&1 | tee "$OUT/diffusion.log"
 fi

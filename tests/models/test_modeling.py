@@ -63,22 +63,24 @@ def test_block_causal_mask_matches_loop():
 
 
 def test_span_aware_mask_matches_loop():
-    # Row 0: 3 clean blocks (block 2 is the turn) + its noisy copy; row 1 shorter, padded.
+    # Row 0: 3 clean blocks (block 2 is the turn) + its noisy copy; row 1 shorter, padded;
+    # row 2: two turn blocks with two noisy copies (complementary masks).
     rows = [
         ([0] * 6 + [1] * 2, [0, 0, 1, 1, 2, 2, 2, 2]),
         ([0] * 4 + [1] * 2, [0, 0, 1, 1, 1, 1]),
+        ([0] * 6 + [1] * 4 + [2] * 4, [0, 0, 1, 1, 2, 2, 1, 1, 2, 2, 1, 1, 2, 2]),
     ]
-    n = 8
-    stream = torch.zeros(2, n, dtype=torch.long)
-    block = torch.full((2, n), 99, dtype=torch.long)
-    valid = torch.zeros(2, n, dtype=torch.bool)
+    n = 14
+    stream = torch.zeros(len(rows), n, dtype=torch.long)
+    block = torch.full((len(rows), n), 99, dtype=torch.long)
+    valid = torch.zeros(len(rows), n, dtype=torch.bool)
     for r, (st, bk) in enumerate(rows):
         stream[r, : len(st)] = torch.tensor(st)
         block[r, : len(bk)] = torch.tensor(bk)
         valid[r, : len(st)] = True
     mask = span_aware_mask(stream, block, valid)
-    assert mask.shape == (2, 1, n, n)
-    for r in range(2):
+    assert mask.shape == (3, 1, n, n)
+    for r in range(3):
         for i in range(n):
             for j in range(n):
                 if i == j:
@@ -89,8 +91,8 @@ def test_span_aware_mask_matches_loop():
                     want = stream[r, j] == 0 and block[r, j] <= block[r, i]
                 elif stream[r, j] == 0:
                     want = block[r, j] < block[r, i]
-                else:
-                    want = block[r, j] == block[r, i]
+                else:  # another noisy token: same block of the same copy only
+                    want = stream[r, j] == stream[r, i] and block[r, j] == block[r, i]
                 assert bool(mask[r, 0, i, j]) == bool(want), (r, i, j)
 
 

@@ -182,6 +182,33 @@ def test_batched_decoding_matches_one_at_a_time(pair_dirs, kind):
     assert all(single)  # every request decoded something
 
 
+def test_mixed_commit_orders_batch_like_one_at_a_time(pair_dirs):
+    backend = load_backend(pair_dirs["diffusion"])
+    prompts = ["Question: a?", "Question: a much longer question about b and c?", "Q: d", "e"]
+
+    def requests():
+        return [
+            GenerationRequest(
+                prompt=p,
+                max_new_tokens=12,
+                tau=0.5,
+                stop_at_action_close=False,
+                commit_order=("confidence", "left_to_right")[i % 2],
+            )
+            for i, p in enumerate(prompts)
+        ]
+
+    single = [backend.sampler.generate(r) for r in requests()]
+    batched = backend.sampler.generate_batch(requests(), max_batch=4)
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+    # Committing only from the left never takes fewer passes than committing anywhere.
+    same_prompt = [GenerationRequest(prompt=prompts[1], max_new_tokens=12, tau=0.5,
+                                     stop_at_action_close=False, commit_order=o)
+                   for o in ("confidence", "left_to_right")]  # fmt: skip
+    free, ordered = (backend.sampler.generate(r) for r in same_prompt)
+    assert ordered.forward_passes >= free.forward_passes
+
+
 def test_shifted_diffusion_commits_what_the_shifted_logits_say(pair_dirs):
     """First pass of a turn: the committed tokens are the argmax of the logits one position to
     the left (the last context token for the block's first position)."""
@@ -215,3 +242,43 @@ def test_token_shift_sources_in_the_span_aware_layout():
     # noisy index n + k is position 4 + k; block starts at positions 4 and 8
     assert rows.tolist() == [3, n, n + 1, n + 2, 7, n + 4, n + 5, n + 6]
     assert targets.tolist() == [8, 9, 10, 11, 12, 13, 2, 2]
+
+
+def test_diffusion_phases_run_as_two_processes(base_dir, tmp_path):
+    """The adaptation phase alone, then the agent phase from its adapter: the second run
+    starts from exactly that adapter and continues its loss history."""
+    from safetensors.torch import load_file
+
+    from dllmflow.training.pair import train
+    from dllmflow.training.tiny_pair import PackedExamples
+
+    tok = _tok(base_dir)
+    ids = tok("the quick brown fox jumps over the lazy dog " * 4)["input_ids"]
+    examples = [(ids[:20], [*ids[20:29], tok.eos_token_id])] * 8
+    data = tmp_path / "agent.pt"
+    PackedExamples.pack(examples).save(data)
+    PackedExamples.pack(examples).save(str(data) + ".prose.pt")
+    common = dict(rank=4, alpha=8.0, tokens_per_batch=128, block=4, lr=1e-3)
+
+    adapt = train("diffusion", base_dir, data, tmp_path / "adapt", steps=0, adapt_steps=3, **common)
+    assert (adapt["steps_done"], adapt["adapt_steps"]) == (0, 3)
+    # Zero agent steps from the adapter writes the adapter back unchanged.
+    same = train("diffusion", base_dir, data, tmp_path / "same", steps=0,
+                 init_adapter=tmp_path / "adapt", **common)  # fmt: skip
+    want = load_file(str(tmp_path / "adapt" / "adapter.safetensors"))
+    got = load_file(str(tmp_path / "same" / "adapter.safetensors"))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert same["init_adapter"] == str(tmp_path / "adapt")
+
+    train("diffusion", base_dir, data, tmp_path / "agent", steps=2,
+          init_adapter=tmp_path / "adapt", **common)  # fmt: skip
+    history = json.loads((tmp_path / "agent" / "loss_history.json").read_text())
+    phases = [(row["phase"], row["step"]) for row in history]
+    assert phases[0][0] == "adapt" and phases[-1] == ("agent", 3 + 2)
+
+    with pytest.raises(ValueError, match="rank 4; this run is diffusion with rank 8"):
+        train("diffusion", base_dir, data, tmp_path / "bad", steps=1,
+              init_adapter=tmp_path / "adapt", **{**common, "rank": 8})  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="not a run dir"):
+        train("diffusion", base_dir, data, tmp_path / "bad", steps=1,
+              init_adapter=tmp_path, **common)  # fmt: skip

@@ -74,6 +74,28 @@ def test_diffusion_batch_is_context_clean_and_span_aware():
         _check_span_aware(diffusion_batch(EXAMPLES, 8, IDS, gen), 8)
 
 
+def test_complementary_copies_split_every_turn_token_between_them():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        batch = diffusion_batch(EXAMPLES, 8, IDS, gen, complementary=True)
+        _check_span_aware(batch, 8)  # the first copy is the plain layout's
+        for row, (c, u) in enumerate(EXAMPLES):
+            clean, start = diffusion_layout(c, u, 8, IDS)
+            n, turn = len(clean), len(clean) - start
+            first = batch["input_ids"][row, n : n + turn]
+            second = batch["input_ids"][row, n + turn : n + 2 * turn]
+            # Each turn token is masked in exactly one copy, so each is a target once.
+            assert ((first == IDS.mask) ^ (second == IDS.mask)).all()
+            tgt = batch["targets"][row, n : n + 2 * turn]
+            assert sorted(tgt[tgt != -100].tolist()) == sorted(clean[start:])
+            assert batch["stream"][row, n + turn : n + 2 * turn].eq(2).all()
+            assert batch["position_ids"][row, n + turn : n + 2 * turn].tolist() == list(
+                range(start, n)
+            )
+    with pytest.raises(ValueError, match="two-stream"):
+        diffusion_batch(EXAMPLES, 8, IDS, gen, complementary=True, ablate_span_mask=True)
+
+
 def test_ablations_change_the_corruption_and_the_layout():
     gen = torch.Generator().manual_seed(0)
     dirty = [diffusion_batch(EXAMPLES, 8, IDS, gen, ablate_context_clean=True) for _ in range(20)]

@@ -44,7 +44,7 @@ from dllmflow.world.oracle import oracle_episode, oracle_turn
 from .english import base_form as _base_form
 from .english import lower_first as _lower_first
 from .english import third_person as _third_person
-from .help_prose import collect_help, help_documents, help_questions
+from .help_prose import collect_help, help_documents, help_questions, source_screens
 
 # ---------------------------------------------------------------------------------------------
 # Question phrasing for generated worlds
@@ -1225,7 +1225,7 @@ def help_examples(
     new id styles, corpora and wordings over the same help screens."""
     rng = random.Random(f"agent-help-{seed}")
     t0 = time.time()
-    docs = help_documents(collect_help() if screens is None else screens)
+    docs = help_documents((collect_help() + source_screens()) if screens is None else screens)
     print(f"  help excerpts: {len(docs)} ({time.time() - t0:.0f}s)", file=sys.stderr)
     out: list[tuple[dict, list[Step]]] = []
     for _round in range(max_rounds):
@@ -1332,10 +1332,11 @@ def summarize(episodes: Sequence[tuple[dict, list[Step]]]) -> dict[str, Any]:
 
 
 def adaptation_texts(n_docs: int, seed: int, workers: int = 1) -> list[str]:
-    """Plain texts for block-diffusion adaptation: docstring documents and help screens."""
+    """Plain texts for block-diffusion adaptation: docstring documents and help screens (run
+    and rebuilt from source)."""
     rng = random.Random(f"agent-adapt-{seed}")
     texts = [d["text"] for d in docstring_corpus(n_docs, rng, workers=workers)]
-    texts += [text for _prog, text in collect_help()]
+    texts += [text for _prog, text in collect_help() + source_screens()]
     rng.shuffle(texts)
     return texts
 

@@ -13,11 +13,13 @@ excerpt. The oracle then runs over a search of many excerpts (``agent_data``).
 
 from __future__ import annotations
 
+import ast
 import os
 import random
 import re
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,117 @@ def collect_help(timeout: float = 20.0) -> list[tuple[str, str]]:
         text = run.stdout if run.stdout.count("\n") >= run.stderr.count("\n") else run.stderr
         if text.count("\n-") + text.count("\n  -") >= 2:
             out.append((prog, text))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Help screens rebuilt from source: the argparse / click options declared in this environment's
+# Python files (hundreds of programs, against the few dozen installed commands)
+
+_SOURCE_BANNED = ("/dllmflow/", "/tests/", "/test/", "/idle_test/", "bench/evalsets")
+_SOURCE_NAMESAKES = {"gzip", "tarfile"}  # stdlib CLIs named like the evaluation's GNU tools
+_NO_VALUE = {"store_true", "store_false", "store_const", "count", "help", "version"}
+
+
+def _const(node: ast.AST | None) -> Any:
+    return node.value if isinstance(node, ast.Constant) else None
+
+
+def _option_call(call: ast.Call) -> tuple[list[str], dict[str, Any]] | None:
+    """(flags, constant keyword values) of an ``add_argument(...)`` / ``click.option(...)``
+    call whose flags and help are literal strings; None for anything else."""
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if name not in ("add_argument", "option"):
+        return None
+    flags = [_const(a) for a in call.args]
+    if not flags or not all(isinstance(f, str) and _FLAG.fullmatch(f) for f in flags):
+        return None  # positional arguments, "--x/--no-x" click switches, computed flags
+    kw = {k.arg: _const(k.value) for k in call.keywords if k.arg}
+    kw["_kind"] = name
+    if not isinstance(kw.get("help"), str) or "SUPPRESS" in kw["help"]:
+        return None
+    return flags, kw
+
+
+def _render_option(flags: list[str], kw: dict[str, Any], prog: str) -> tuple[str, str] | None:
+    takes_value = (
+        kw.get("action") not in _NO_VALUE and not kw.get("is_flag") and not kw.get("count")
+    )
+    if kw["_kind"] == "option" and isinstance(kw.get("default"), bool):
+        takes_value = bool(kw.get("is_flag") is False)  # click infers a flag from a bool default
+    metavar = kw.get("metavar")
+    if takes_value and not isinstance(metavar, str):
+        metavar = max(flags, key=len).lstrip("-").replace("-", "_").upper()
+    heading = ", ".join(f"{f} {metavar}" if takes_value else f for f in flags)
+    default = kw.get("default")
+    shown = None if default is None or isinstance(default, bool) else str(default)
+    text = kw["help"].replace("%(prog)s", prog).replace("%%", "%")
+    if "%(default)" in text:
+        if shown is None:
+            return None
+        text = re.sub(r"%\(default\)[rs]", shown, text)
+    if "%(" in text:
+        return None
+    text = " ".join(text.split())
+    if shown and takes_value and "default" not in text.lower() and len(shown) <= 24:
+        text += f" (default: {shown})"  # as argparse's ArgumentDefaultsHelpFormatter shows it
+    return (heading, text) if len(text) >= 8 else None
+
+
+def _screens_in_file(path: Path, module: str) -> list[tuple[str, str]]:
+    try:
+        source = path.read_text(encoding="utf-8")
+        if "add_argument(" not in source and "option(" not in source:
+            return []
+        tree = ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return []
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            # click: the options decorate the command's function: "pkg command-name".
+            prog = f"{module.split('.')[0]} {node.name.strip('_').replace('_', '-')}"
+            calls = [d for d in node.decorator_list if isinstance(d, ast.Call)]
+        elif isinstance(node, ast.Module):
+            prog = f"python -m {module}"
+            calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+        else:
+            continue
+        for call in calls:
+            found = _option_call(call)
+            if found is None or (found[1]["_kind"] == "option") != (prog[0] != "p"):
+                continue  # click options belong to their function, argparse to the module
+            rendered = _render_option(*found, prog)
+            if rendered:
+                groups.setdefault(prog, []).append(rendered)
+    screens = []
+    for prog, options in groups.items():
+        options = list(dict.fromkeys(options))
+        if len(options) >= 2:
+            body = "\n".join(f"  {heading}\n        {text}" for heading, text in options)
+            screens.append((prog, f"usage: {prog} [options]\n\noptions:\n{body}\n"))
+    return screens
+
+
+def source_screens(roots: Sequence[Path] | None = None) -> list[tuple[str, str]]:
+    """(program, help screen) rebuilt from the literal argparse ``add_argument`` and click
+    ``option`` calls in the Python files under ``roots`` (default: the stdlib and
+    site-packages), laid out as argparse prints them so ``parse_options`` reads them."""
+    if roots is None:
+        paths = sysconfig.get_paths()
+        roots = [Path(p) for p in dict.fromkeys((paths["stdlib"], paths["purelib"]))]
+    out = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("*.py")):
+            rel = path.relative_to(root)
+            if any(b in f"/{path}" for b in _SOURCE_BANNED) or rel.parts[0] == "site-packages":
+                continue
+            parts = [*rel.parts[:-1]] + ([path.stem] if path.stem != "__init__" else [])
+            banned = any(p in _BANNED_NAMES for p in parts)
+            if not parts or parts[-1] in _SOURCE_NAMESAKES or banned:
+                continue
+            out.extend(_screens_in_file(path, ".".join(parts)))
     return out
 
 

@@ -16,6 +16,7 @@ from dllmflow.training.help_prose import (
     help_documents,
     help_questions,
     parse_options,
+    source_screens,
 )
 from dllmflow.world.local_search import InMemorySearch
 from dllmflow.world.oracle import oracle_episode
@@ -106,3 +107,48 @@ def test_oracle_over_a_parsed_excerpt():
               "doc_id": "h1"}  # fmt: skip
     steps = oracle_episode(record, InMemorySearch(corpus))
     assert '"-b ADDRESS, --bind ADDRESS bind to this address' in steps[-2].turn
+
+
+ARGPARSE_SOURCE = """
+import argparse
+p = argparse.ArgumentParser()
+p.add_argument("-w", "--workers", type=int, default=4, help="worker processes")
+p.add_argument("--retries", default=3, help="tries per request (default %(default)s)")
+p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+p.add_argument("--hidden", help=argparse.SUPPRESS)
+p.add_argument("path", help="the input file")
+p.add_argument(NAME, help="a computed flag")
+"""
+CLICK_SOURCE = """
+import click
+
+@click.command()
+@click.option("--host", "-H", default="127.0.0.1", help="Address to bind.")
+@click.option("--reload/--no-reload", help="Reload on change.")
+@click.option("--debug", default=False, help="Log every request.")
+def serve_app(host, reload, debug):
+    pass
+"""
+
+
+def test_source_screens_rebuild_help_from_option_calls(tmp_path):
+    pkg = tmp_path / "toolkit"
+    pkg.mkdir()
+    (pkg / "cli.py").write_text(ARGPARSE_SOURCE)
+    (pkg / "web.py").write_text(CLICK_SOURCE)
+    (tmp_path / "gzip.py").write_text(ARGPARSE_SOURCE)  # an evaluation tool's namesake
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.py").write_text(ARGPARSE_SOURCE)
+    screens = dict(source_screens([tmp_path]))
+    assert set(screens) == {"python -m toolkit.cli", "toolkit serve-app"}
+    opts = {o.flags: o for p, t in screens.items() for o in parse_options(p, t)}
+    assert opts[("-w", "--workers")].heading == "-w WORKERS, --workers WORKERS"
+    assert opts[("-w", "--workers")].description == "worker processes (default: 4)"
+    assert opts[("--retries",)].description == "tries per request (default 3)"
+    assert opts[("-q", "--quiet")].heading == "-q, --quiet"
+    assert opts[("--host", "-H")].description == "Address to bind. (default: 127.0.0.1)"
+    assert opts[("--debug",)].heading == "--debug"  # a boolean default makes a click flag
+    # Suppressed, positional, computed and on/off switch options are left out.
+    assert {f for flags in opts for f in flags} == {
+        "-w", "--workers", "--retries", "-q", "--quiet", "--host", "-H", "--debug"
+    }  # fmt: skip

@@ -23,6 +23,7 @@ class ModelPolicy:
         *,
         max_new_tokens: int = 160,
         tau: float = 0.9,
+        commit_order: str = "confidence",
         action_first: bool = False,
         context_tokens: int | None = None,
         max_denoise_steps: int | None = None,
@@ -30,6 +31,7 @@ class ModelPolicy:
         self.sampler = sampler
         self.max_new_tokens = max_new_tokens
         self.tau = tau
+        self.commit_order = commit_order
         self.action_first = action_first
         # Default: the budget the checkpoint was trained with (the tiny pair's: 640 tokens).
         trained = getattr(sampler.model.config, "context_tokens", None) or CONTEXT_TOKENS
@@ -55,6 +57,7 @@ class ModelPolicy:
             prompt=prompt,
             max_new_tokens=self.max_new_tokens,
             tau=self.tau,
+            commit_order=self.commit_order,
             action_first=self.action_first,
             max_denoise_steps=self.max_denoise_steps,
         )

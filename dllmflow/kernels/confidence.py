@@ -61,6 +61,20 @@ def confidence_commit_reference(
     return commit
 
 
+def left_to_right_commit(
+    logits: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor, tau: torch.Tensor
+) -> torch.Tensor:
+    """Like ``confidence_commit_reference``, but a row commits only its leftmost masked position
+    and the confident masked positions that follow it without an unconfident mask between."""
+    conf, ids = torch.softmax(logits.float(), dim=-1).max(dim=-1)  # [B, L]
+    leftmost = masked & (masked.cumsum(dim=1) == 1)
+    ok = ~masked | (conf >= tau[:, None]) | leftmost  # settled positions don't break the run
+    commit = masked & ok.cumprod(dim=1).bool()
+    tokens[commit] = ids[commit]
+    masked &= ~commit
+    return commit
+
+
 # ---------------------------------------------------------------------------------------------
 # Triton: one launch. Each program reads one masked position's logits once (split over the
 # vocabulary when positions are few: split-K) and leaves a partial (max, sum of exp(x - max),

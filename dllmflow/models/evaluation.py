@@ -34,6 +34,7 @@ def make_policy(
     tau: float = 0.9,
     device: str = "cpu",
     concurrency: int = 1,
+    commit_order: str = "confidence",
 ):
     """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy; with
     ``concurrency`` > 1 the turns of concurrent episodes share one continuous batch."""
@@ -44,9 +45,10 @@ def make_policy(
     from .loader import load_backend
 
     backend = load_backend(name, device=device)
+    kw = dict(tau=tau, commit_order=commit_order, action_first=p_react)
     if concurrency <= 1:
-        return ModelPolicy(backend.sampler, tau=tau, action_first=p_react)
-    return BatchedPolicy(backend.sampler, tau=tau, action_first=p_react, max_batch=concurrency)
+        return ModelPolicy(backend.sampler, **kw)
+    return BatchedPolicy(backend.sampler, max_batch=concurrency, **kw)
 
 
 class BatchedPolicy:
@@ -146,6 +148,7 @@ def evaluate_policy(
     progress: bool = True,
     concurrency: int = 1,
     episodes_out: str | Path | None = None,
+    commit_order: str = "confidence",
 ) -> dict[str, Any]:
     """The `dllmflow eval` entry point: metrics of one policy on held-out (or given) questions."""
     if (corpus_path is None) != (questions_path is None):
@@ -159,7 +162,14 @@ def evaluate_policy(
         world = generate_world(seed, n_questions=n_questions)
         corpus, questions = world.documents, world.questions
         source = {"eval_world_seed": seed}
-    pol = make_policy(policy, p_react=p_react, tau=tau, device=device, concurrency=concurrency)
+    pol = make_policy(
+        policy,
+        p_react=p_react,
+        tau=tau,
+        device=device,
+        concurrency=concurrency,
+        commit_order=commit_order,
+    )
     t0 = time.time()
 
     def report(i: int, ep: Episode) -> None:
@@ -180,6 +190,7 @@ def evaluate_policy(
         "policy": policy,
         "p_react": p_react,
         "tau": tau,
+        "commit_order": commit_order,
         **source,
         "questions": len(questions),
         "concurrency": concurrency,
@@ -215,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--qa", help="questions JSONL (with --corpus)")
     ap.add_argument("--p-react", action="store_true", help="action-first decoding")
     ap.add_argument("--tau", type=float, default=0.9)
+    ap.add_argument(
+        "--commit-order",
+        choices=["confidence", "left_to_right"],
+        default="confidence",
+        help="diffusion: commit any confident mask, or only the confident run from the left",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--concurrency", type=int, default=1, help="episodes decoded together")
@@ -235,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=a.device,
         concurrency=a.concurrency,
         episodes_out=a.episodes_out,
+        commit_order=a.commit_order,
     )
     text = json.dumps(result, indent=2)
     print(text)

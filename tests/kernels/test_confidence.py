@@ -157,3 +157,45 @@ def test_public_entry_point_updates_in_place(device, monkeypatch):
     committed = confidence_commit(logits, tokens, masked, 0.3)
     assert torch.equal(committed, expect)
     assert torch.equal(tokens, t_ref) and torch.equal(masked, m_ref)
+
+
+def test_left_to_right_commits_only_the_confident_run_from_the_leftmost_mask():
+    from dllmflow.kernels.confidence import left_to_right_commit
+
+    def logits_for(conf_ids):  # one row per (confidence, token id) list, vocab 4
+        out = torch.full((len(conf_ids), len(conf_ids[0]), 4), -30.0)
+        for r, row in enumerate(conf_ids):
+            for i, (p, tok) in enumerate(row):
+                out[r, i, tok] = 0.0
+                rest = torch.log(torch.tensor((1 - p) / 3 / p))
+                out[r, i, [t for t in range(4) if t != tok]] = rest
+        return out
+
+    # Row 0: settled, mask 0.5, mask 0.95, mask 0.3, mask 0.99 -> the leftmost mask (forced)
+    #        and the 0.95 after it; the 0.3 breaks the run before the 0.99.
+    # Row 1: mask 0.95, settled, mask 0.97, mask 0.2 -> the first three positions' masks.
+    logits = logits_for(
+        [[(0.9, 1), (0.5, 2), (0.95, 3), (0.3, 1), (0.99, 2)],
+         [(0.95, 1), (0.9, 2), (0.97, 3), (0.2, 0), (0.2, 0)]]
+    )  # fmt: skip
+    masked = torch.tensor([[False, True, True, True, True], [True, False, True, True, True]])
+    tokens = torch.zeros(2, 5, dtype=torch.long)
+    tau = torch.tensor([0.9, 0.9])
+    commit = left_to_right_commit(logits, tokens, masked, tau)
+    assert commit.tolist() == [
+        [False, True, True, False, False],
+        [True, False, True, False, False],
+    ]
+    assert tokens[0, 1:3].tolist() == [2, 3] and tokens[1, [0, 2]].tolist() == [1, 3]
+    assert masked.tolist() == [[False, False, False, True, True], [False, False, False, True, True]]
+    # The confidence rule on the same input fixes row 0's far-right 0.99 too.
+    masked2 = torch.tensor([[False, True, True, True, True], [True, False, True, True, True]])
+    confidence_commit(logits, torch.zeros(2, 5, dtype=torch.long), masked2, 0.9)
+    assert not masked2[0, 4]
+
+
+def test_generation_request_names_a_bad_commit_order():
+    from dllmflow.models.sampling.base import GenerationRequest
+
+    with pytest.raises(ValueError, match="commit_order must be one of confidence, left_to_right"):
+        GenerationRequest(prompt="x", commit_order="random")

@@ -34,6 +34,7 @@ STOP_REASONS: tuple[str, ...] = (
     "budget_exhausted",  # max_new_tokens reached before the turn ended
     "not_converged",  # diffusion: denoising-step budget spent with masks left (dead-letter it)
 )
+COMMIT_ORDERS = ("confidence", "left_to_right")
 MASK_GLYPH = "\u2591"  # how a still-masked position shows in a partial diffusion text
 
 
@@ -42,11 +43,21 @@ class GenerationRequest:
     prompt: str  # the rendered context (prompting.render_context); the turn continues it
     max_new_tokens: int = 160  # turn budget in tokens
     tau: float = 0.9  # diffusion: commit masked positions whose max prob >= tau
+    # diffusion: "confidence" commits every confident masked position of the block;
+    # "left_to_right" only the run of confident ones that starts at the leftmost mask (always
+    # committed), so no token is fixed while a mask to its left is still open.
+    commit_order: str = "confidence"
     max_steps_per_block: int | None = None  # diffusion: denoising passes per block (None: block)
     max_denoise_steps: int | None = None  # diffusion: denoising passes per turn (None: unbounded)
     action_first: bool = False  # P-ReAct order: the action span is decoded before the thinking
     stop_at_action_close: bool = True  # think-first: stop as soon as ACTION_CLOSE is decoded
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.commit_order not in COMMIT_ORDERS:
+            raise ValueError(
+                f"commit_order must be one of {', '.join(COMMIT_ORDERS)}, got {self.commit_order!r}"
+            )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from dllmflow import kernels
+from dllmflow.kernels.confidence import left_to_right_commit
 
 from .arena import prefill_groups, right_padded
 from .base import (
@@ -166,7 +167,16 @@ class DiffusionSampler(Sampler):
         tokens = torch.stack([s.block_tokens for s in members]).to(device)  # [g, b]
         masked = torch.stack([s.block_masked for s in members]).to(device)  # [g, b]
         tau = torch.tensor([float(s.request.tau) for s in members], device=device)
-        kernels.confidence_commit(logits, tokens, masked, tau)
+        ordered = [s.request.commit_order == "left_to_right" for s in members]
+        if not any(ordered):
+            kernels.confidence_commit(logits, tokens, masked, tau)
+        else:
+            rows = torch.tensor(ordered, device=device)
+            for pick, commit in ((rows, left_to_right_commit), (~rows, kernels.confidence_commit)):
+                if pick.any():
+                    t, m = tokens[pick], masked[pick]
+                    commit(logits[pick], t, m, tau[pick])
+                    tokens[pick], masked[pick] = t, m
         tokens, masked = tokens.cpu(), masked.cpu()
         for row, s in enumerate(members):
             s.block_tokens, s.block_masked = tokens[row], masked[row]

@@ -271,13 +271,17 @@ def train_phase(
     phase: str,
     warmup: int = 30,
     deadline: float | None = None,
+    micro_batches: int = 1,
 ) -> int:
-    """Train ``steps`` steps (fewer if ``time.time()`` passes ``deadline``) -> steps done."""
+    """Train ``steps`` steps (fewer if ``time.time()`` passes ``deadline``) -> steps done.
+
+    ``micro_batches`` splits each step's ``tokens_per_batch`` into that many forward/backward
+    passes (gradients accumulated): the same step, in a fraction of the activation memory."""
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     loader = torch.utils.data.DataLoader(
-        _Batches(examples, kind, ids, block, tokens_per_batch, seed),
+        _Batches(examples, kind, ids, block, tokens_per_batch // micro_batches, seed),
         batch_size=None,
         num_workers=4,
         prefetch_factor=4,
@@ -295,14 +299,19 @@ def train_phase(
         scale = step / warmup if step <= warmup else 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in opt.param_groups:
             group["lr"] = lr * max(0.05, scale)
-        batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            if kind == "ar":
-                loss, parts = ar_loss(model, batch), {}
-            else:
-                loss, parts = diffusion_loss(model, batch, block)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, parts = torch.zeros((), device=dev), {}
+        for _ in range(micro_batches):
+            batch = {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                if kind == "ar":
+                    part, terms = ar_loss(model, batch), {}
+                else:
+                    part, terms = diffusion_loss(model, batch, block)
+            (part / micro_batches).backward()
+            loss = loss + part.detach() / micro_batches
+            for k, v in terms.items():
+                parts[k] = parts.get(k, 0.0) + v / micro_batches
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         done = step
@@ -336,6 +345,7 @@ def train(
     seed: int = 0,
     max_seconds: float | None = None,
     init_adapter: str | Path | None = None,
+    micro_batches: int = 1,
 ) -> dict[str, Any]:
     """One half of the pair into ``out`` (config.json + adapter.safetensors + loss history).
 
@@ -385,6 +395,7 @@ def train(
             history=history,
             phase="adapt",
             deadline=deadline,
+            micro_batches=micro_batches,
         )
     agent = PackedExamples.load(data)
     if steps and history and history[-1]["phase"] != "agent":
@@ -402,6 +413,7 @@ def train(
         history=history,
         phase="agent",
         deadline=deadline,
+        micro_batches=micro_batches,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -417,6 +429,7 @@ def train(
         "init_adapter": str(init_adapter) if init_adapter else None,
         "examples": len(agent),
         "tokens_per_batch": tokens_per_batch,
+        "micro_batches": micro_batches,
         "lr": lr,
         "lora_rank": rank,
         "lora_alpha": alpha,
@@ -473,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--tokens-per-batch", type=int, default=32_768)
     t.add_argument("--max-seconds", type=float, help="stop early to finish inside this time")
     t.add_argument("--init-adapter", help="start from the adapter in this output directory")
+    t.add_argument(
+        "--micro-batches", type=int, default=1, help="passes per step (same tokens, less memory)"
+    )
     a = p.parse_args(argv)
     if a.cmd == "prepare":
         counts = prepare(
@@ -498,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens_per_batch=a.tokens_per_batch,
             max_seconds=a.max_seconds,
             init_adapter=a.init_adapter,
+            micro_batches=a.micro_batches,
         )
         print(json.dumps(summary))
     return 0

@@ -17,6 +17,7 @@ ADAPT=${ADAPT:-60}          # diffusion adaptation steps on prose (before the ag
 TPB=${TPB:-32768}           # tokens per batch
 RANK=${RANK:-24}
 LR=${LR:-5e-4}
+MICRO=${MICRO:-2}           # diffusion: passes per step (its two noisy copies double the memory)
 export DLLMFLOW_STATE_DIR=${DLLMFLOW_STATE_DIR:-$PWD/.dllmflow}
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 BASE=$DLLMFLOW_STATE_DIR/models/smollm2-135m
@@ -44,11 +45,11 @@ fi
 # block-diffusion adaptation on prose, then the agent steps from that adapter.
 if [[ ( $STAGE == all || $STAGE == adapt ) && -n ${PROSE:-} && $ADAPT -gt 0 ]]; then
   python -m dllmflow.training.pair train --kind diffusion --out "$OUT/diffusion-adapt" \
-    --adapt-steps "$ADAPT" "${common[@]}" --steps 0 2>&1 | tee "$OUT/diffusion-adapt.log"
+    --adapt-steps "$ADAPT" --micro-batches "$MICRO" "${common[@]}" --steps 0 2>&1 | tee "$OUT/diffusion-adapt.log"
 fi
 if [[ $STAGE == all || $STAGE == diffusion ]]; then
   init=()
   [[ -f $OUT/diffusion-adapt/train_summary.json ]] && init=(--init-adapter "$OUT/diffusion-adapt")
   python -m dllmflow.training.pair train --kind diffusion --out "$OUT/diffusion" \
-    "${init[@]}" "${common[@]}" 2>&1 | tee "$OUT/diffusion.log"
+    "${init[@]}" --micro-batches "$MICRO" "${common[@]}" 2>&1 | tee "$OUT/diffusion.log"
 fi

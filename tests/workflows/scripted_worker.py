@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,12 @@ async def run(settings: Settings) -> None:
             activities=activities.all(),
             activity_executor=pool,
             max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-            # One outstanding activity poll: a frozen worker holds at most one task it never
-            # starts, so the next attempt reaches the other worker.
+            # Few outstanding polls and a short sticky wait: a frozen worker holds at most one
+            # activity task and one workflow task it never starts, so the next attempt reaches
+            # the other worker soon.
             max_concurrent_activity_task_polls=1,
+            max_concurrent_workflow_task_polls=2,
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -178,7 +178,10 @@ class EpisodeWorkflow:
         budgets = inp.budgets
         started = workflow.now()
         invalid_streak = 0
-        # Hard stop: every turn either advances or counts towards the invalid streak.
+        # Hard stop: every turn either advances or counts towards the invalid streak. With
+        # validated budgets it is never reached (at most max_turns - 1 research turns, then at
+        # most max_consecutive_invalid + 1 writer turns), so the `return None` below, which
+        # ends the episode FAILED "the writer produced no answer", is a guard only.
         max_steps = budgets.max_turns * (budgets.max_consecutive_invalid + 1)
         while self._step < max_steps:
             elapsed = (workflow.now() - started).total_seconds()

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     progress_ttl_s: int = Field(default=24 * 3600, ge=0)
 
     task_queue: str = "dllmflow-episodes"
+    # How long an episode's activities are retried through an outage (Postgres, Redis or a
+    # replica restarting) before the episode is dead-lettered; fixed per episode at its start.
+    activity_retry_budget_s: float = Field(default=15 * 60.0, gt=0)
+    # A corpus query (search, fetch) running longer than this is cancelled by Postgres and
+    # fails its tool call (retried as above) instead of holding the activity.
+    corpus_statement_timeout_ms: int = Field(default=10_000, ge=1)
     startup_timeout_s: float = Field(default=90.0, gt=0)
 
     @field_validator("state_dir")

@@ -29,15 +29,18 @@ def demo_command(
 ) -> None:
     """Start the embedded stack, load the demo corpus and run one research episode."""
     from dllmflow.stack import manager
-    from dllmflow.store.corpus import DEFAULT_CORPUS, load_demo_corpus
+    from dllmflow.store.corpus import load_demo_corpus
+    from dllmflow.workers.tools.settings import load_tool_settings
     from dllmflow.world.generator import answer_matches, demo_paths, read_questions
 
     s = settings()
+    # The corpus the worker's tools search (DLLMFLOW_CORPUS, "default" unless set).
+    corpus = load_tool_settings().corpus
     err_console.print("[bold]1/3[/] starting the embedded stack (first start takes ~20 s)")
     manager.up(s, progress=lambda m: err_console.print(f"[dim]    {m}[/]", highlight=False))
     err_console.print("[bold]2/3[/] loading the demo corpus")
-    report = load_demo_corpus(s, corpus=DEFAULT_CORPUS)
-    err_console.print(f"[dim]    {report.loaded} documents in corpus {DEFAULT_CORPUS!r}[/]")
+    report = load_demo_corpus(s, corpus=corpus)
+    err_console.print(f"[dim]    {report.loaded} documents in corpus {corpus!r}[/]")
 
     questions = [q for q in read_questions(demo_paths()[1]) if len(q.get("hops") or []) >= 2]
     if question_index >= len(questions):

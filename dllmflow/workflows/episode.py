@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from dllmflow.store.models import EpisodeStatus
     from dllmflow.workflows.types import (
+        DEFAULT_RETRY_BUDGET_S,
         ROLE_KIND,
         DeadLetterRequest,
         EpisodeInput,
@@ -30,10 +31,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # One retry schedule for every activity: exponential backoff capped at OUTAGE_MAX_INTERVAL,
-# bounded by OUTAGE_BUDGET of retrying in total (schedule_to_close). It rides out a Postgres,
-# Redis or replica restart of several minutes; an error that retrying cannot fix is
-# non-retryable and dead-letters at once.
-OUTAGE_BUDGET = timedelta(minutes=15)
+# bounded by the episode's retry budget (EpisodeInput.retry_budget_s, 15 minutes by default) of
+# retrying in total (schedule_to_close). It rides out a Postgres, Redis or replica restart of
+# several minutes; an error that retrying cannot fix is non-retryable and dead-letters at once.
+OUTAGE_BUDGET = timedelta(seconds=DEFAULT_RETRY_BUDGET_S)
 OUTAGE_MAX_INTERVAL = timedelta(seconds=15)
 
 
@@ -49,25 +50,46 @@ def outage_retry(*non_retryable: str) -> RetryPolicy:
 
 # Every activity heartbeats at least every HEARTBEAT_INTERVAL_S (activities.keep_alive) while
 # it runs, whatever it waits on (a replica loading, a slow tool), so the heartbeat timeout only
-# notices a lost worker and never cuts a long call short.
+# notices a lost (or frozen) worker and never cuts a long call short.
 HEARTBEAT_TIMEOUT = timedelta(seconds=15)
-BOOKKEEPING = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "schedule_to_close_timeout": OUTAGE_BUDGET,
-    "retry_policy": outage_retry(),
-}
-TURN_OPTIONS = {
-    "start_to_close_timeout": timedelta(minutes=10),
-    "schedule_to_close_timeout": timedelta(minutes=10) + OUTAGE_BUDGET,
-    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-    "retry_policy": outage_retry("DenoisingBudgetExceeded", "InvalidEpisode"),
-}
-TOOL_OPTIONS = {
-    "start_to_close_timeout": timedelta(minutes=2),
-    "schedule_to_close_timeout": timedelta(minutes=2) + OUTAGE_BUDGET,
-    "heartbeat_timeout": HEARTBEAT_TIMEOUT,
-    "retry_policy": outage_retry("InvalidEpisode"),
-}
+BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+TURN_TIMEOUT = timedelta(minutes=10)
+TOOL_TIMEOUT = timedelta(minutes=2)
+
+# Each activity's schedule_to_close is `budget` of retrying plus room for one last attempt: its
+# start_to_close, or `budget` itself when that is shorter (a small budget also ends a run of
+# slow attempts soon).
+
+
+def bookkeeping_options(budget: timedelta = OUTAGE_BUDGET) -> dict[str, object]:
+    return {
+        "start_to_close_timeout": BOOKKEEPING_TIMEOUT,
+        "schedule_to_close_timeout": min(BOOKKEEPING_TIMEOUT, budget) + budget,
+        "retry_policy": outage_retry(),
+    }
+
+
+def turn_options(budget: timedelta = OUTAGE_BUDGET) -> dict[str, object]:
+    return {
+        "start_to_close_timeout": TURN_TIMEOUT,
+        "schedule_to_close_timeout": min(TURN_TIMEOUT, budget) + budget,
+        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+        "retry_policy": outage_retry("DenoisingBudgetExceeded", "InvalidEpisode"),
+    }
+
+
+def tool_options(budget: timedelta = OUTAGE_BUDGET) -> dict[str, object]:
+    return {
+        "start_to_close_timeout": TOOL_TIMEOUT,
+        "schedule_to_close_timeout": min(TOOL_TIMEOUT, budget) + budget,
+        "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+        "retry_policy": outage_retry("InvalidEpisode"),
+    }
+
+
+BOOKKEEPING = bookkeeping_options()
+TURN_OPTIONS = turn_options()
+TOOL_OPTIONS = tool_options()
 
 
 class DeadLettered(Exception):
@@ -100,6 +122,9 @@ class EpisodeWorkflow:
         self._invalid = 0
         self._last_checkpoint: int | None = None
         self._waterfall: list[WaterfallRow] = []
+        self._bookkeeping = BOOKKEEPING
+        self._turn_options = TURN_OPTIONS
+        self._tool_options = TOOL_OPTIONS
 
     @workflow.query
     def progress(self) -> dict[str, object]:
@@ -112,8 +137,12 @@ class EpisodeWorkflow:
 
     @workflow.run
     async def run(self, inp: EpisodeInput) -> EpisodeResult:
+        budget = timedelta(seconds=inp.retry_budget_s)
+        self._bookkeeping = bookkeeping_options(budget)
+        self._turn_options = turn_options(budget)
+        self._tool_options = tool_options(budget)
         try:
-            await workflow.execute_activity("start_episode", inp.episode_id, **BOOKKEEPING)
+            await workflow.execute_activity("start_episode", inp.episode_id, **self._bookkeeping)
             writer_step = await self._loop(inp)
         except DeadLettered as dead:
             await self._dead_letter(inp, dead)
@@ -143,13 +172,16 @@ class EpisodeWorkflow:
             self._invalid,
             self._waterfall,
         )
-        await workflow.execute_activity("dead_letter", request, **BOOKKEEPING)
+        await workflow.execute_activity("dead_letter", request, **self._bookkeeping)
 
     async def _loop(self, inp: EpisodeInput) -> int | None:
         budgets = inp.budgets
         started = workflow.now()
         invalid_streak = 0
-        # Hard stop: every turn either advances or counts towards the invalid streak.
+        # Hard stop: every turn either advances or counts towards the invalid streak. With
+        # validated budgets it is never reached (at most max_turns - 1 research turns, then at
+        # most max_consecutive_invalid + 1 writer turns), so the `return None` below, which
+        # ends the episode FAILED "the writer produced no answer", is a guard only.
         max_steps = budgets.max_turns * (budgets.max_consecutive_invalid + 1)
         while self._step < max_steps:
             elapsed = (workflow.now() - started).total_seconds()
@@ -192,7 +224,7 @@ class EpisodeWorkflow:
                 "model_turn",
                 TurnRequest(inp.episode_id, step, role, inp.policy, inp.budgets.max_denoise_steps),
                 result_type=TurnSummary,
-                **TURN_OPTIONS,
+                **self._turn_options,
             )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
@@ -213,7 +245,7 @@ class EpisodeWorkflow:
                 "tool_call",
                 ToolRequest(inp.episode_id, step),
                 result_type=ToolSummary,
-                **TOOL_OPTIONS,
+                **self._tool_options,
             )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
@@ -250,7 +282,7 @@ class EpisodeWorkflow:
                 self._waterfall,
                 error,
             ),
-            **BOOKKEEPING,
+            **self._bookkeeping,
         )
 
     def _result(self, inp: EpisodeInput, status: str, error: str | None) -> EpisodeResult:

@@ -111,7 +111,12 @@ class EpisodeService:
         try:
             await self.client.start_workflow(
                 "EpisodeWorkflow",
-                EpisodeInput(episode.id, policy or episode.policy, budgets),
+                EpisodeInput(
+                    episode.id,
+                    policy or episode.policy,
+                    budgets,
+                    retry_budget_s=self.settings.activity_retry_budget_s,
+                ),
                 id=episode.workflow_id,
                 task_queue=self.settings.task_queue,
                 # A closed episode's workflow id may run again (retry); a running one may not.

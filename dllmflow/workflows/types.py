@@ -30,11 +30,17 @@ class Budgets:
         return self
 
 
+DEFAULT_RETRY_BUDGET_S = 15 * 60.0
+
+
 @dataclass
 class EpisodeInput:
     episode_id: str
     policy: str
     budgets: Budgets = field(default_factory=Budgets)
+    # How long each activity is retried before the episode is dead-lettered (Settings'
+    # activity_retry_budget_s when the workflow was started).
+    retry_budget_s: float = DEFAULT_RETRY_BUDGET_S
 
 
 @dataclass

@@ -203,10 +203,34 @@ def _loss_falls(summary_dir, first_n: int = 2, last_n: int = 2) -> tuple[float, 
     return early, late
 
 
+def train_watching_dtypes(backend, out, tiny_data, **kw) -> tuple[dict, set[torch.dtype]]:
+    """Train, recording the dtype of every Linear layer's output during training forwards."""
+    seen: set[torch.dtype] = set()
+    real_build = training._build_model
+
+    def record(module, args, output):
+        if module.training:
+            seen.add(output.dtype)
+
+    def build(cfg, tok):
+        model = real_build(cfg, tok)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(record)
+        return model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "_build_model", build)
+        summary = train(backend, out, 40, data=tiny_data, warmup=5, lr=1e-2, **kw, **TINY)
+    return summary, seen
+
+
 @pytest.mark.parametrize("backend", ["ar", "diffusion"])
 def test_training_lowers_the_loss(tmp_path, tiny_data, backend):
+    """The CPU twin of the CUDA test below: float32 on CPU (no autocast there)."""
     # 40 steps on the 4-question world: the tiny model must fit a good part of it.
-    train(backend, tmp_path, 40, data=tiny_data, warmup=5, lr=1e-2, **TINY)
+    summary, dtypes = train_watching_dtypes(backend, tmp_path, tiny_data, device="cpu")
+    assert summary["device"] == "cpu" and dtypes == {torch.float32}
     early, late = _loss_falls(tmp_path)
     assert late < 0.8 * early, (early, late)
     assert _saved_dtypes(tmp_path) == {torch.bfloat16}  # the shipped weights, whatever trained
@@ -215,8 +239,9 @@ def test_training_lowers_the_loss(tmp_path, tiny_data, backend):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast training runs on CUDA")
 @pytest.mark.parametrize("backend", ["ar", "diffusion"])
 def test_bf16_training_on_cuda_lowers_the_loss_and_saves_bf16(tmp_path, tiny_data, backend):
-    summary = train(backend, tmp_path, 40, data=tiny_data, warmup=5, lr=1e-2, **TINY)
+    summary, dtypes = train_watching_dtypes(backend, tmp_path, tiny_data)
     assert "cuda" in summary["device"]
+    assert dtypes == {torch.bfloat16}  # every matmul of the training forwards ran in bf16
     early, late = _loss_falls(tmp_path)
     assert late < 0.8 * early, (early, late)
     assert _saved_dtypes(tmp_path) == {torch.bfloat16}

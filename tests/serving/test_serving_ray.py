@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
+from typer.testing import CliRunner
 
 from dllmflow.agent.prompting import Step
+from dllmflow.cli import app
 from dllmflow.config import Settings
 from dllmflow.models.sampling.base import GenerationRequest
 from dllmflow.workers.model_client import ModelTurnGenerator
@@ -149,3 +152,21 @@ def test_serving_status_lists_replicas(generator: ModelTurnGenerator, stack: Set
     assert set(by_backend) == {"ar", "diffusion"}
     assert all(r["alive"] for r in rows)
     assert by_backend["diffusion"]["device"] == "cpu"
+
+
+def test_models_status_command_lists_the_live_replicas(generator: ModelTurnGenerator) -> None:
+    """`dllmflow models status` (JSON and table) finds the replicas the generator started."""
+    for backend in BACKENDS:  # created on first use; wait until loaded, as `models warm` does
+        ray.get([handle.describe.remote() for handle in generator.pool.handles(backend)])
+    result = CliRunner().invoke(app, ["models", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    serving = ServingSettings()
+    expected = [(b, replica_name(b, i)) for b in BACKENDS for i in range(serving.replicas(b))]
+    assert [(r["backend"], r["replica"]) for r in rows] == expected
+    assert all(r["alive"] and r["state"] == "alive" and r["pair"] == "tiny" for r in rows), rows
+    assert {r["device"] for r in rows} == {"cpu"}
+    table = CliRunner().invoke(app, ["models", "status"])
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "pair: tiny" in text and text.count("alive") >= len(rows)

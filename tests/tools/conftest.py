@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dllmflow.config import Settings
+from dllmflow.store.db import get_engine
 
 
 @pytest.fixture
@@ -48,3 +50,21 @@ def write_jsonl(tmp_path: Path) -> Callable[[Iterable[Any]], Path]:
         return path
 
     return write
+
+
+@contextmanager
+def documents_locked(settings: Settings, idle_s: float = 5.0) -> Iterator[None]:
+    """Another session holds an ACCESS EXCLUSIVE lock on `documents` (a migration, a VACUUM
+    FULL). Postgres ends that session after `idle_s` idle in its transaction, so a read that no
+    statement timeout stops still returns (and the test fails instead of hanging)."""
+    holder = get_engine(settings).connect()
+    holder.exec_driver_sql(f"SET idle_in_transaction_session_timeout = {int(idle_s * 1000)}")
+    holder.exec_driver_sql("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        try:
+            holder.rollback()
+        except Exception:  # the session was ended by the idle timeout: drop it from the pool
+            holder.invalidate()
+        holder.close()

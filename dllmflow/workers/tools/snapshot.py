@@ -10,18 +10,19 @@ from sqlalchemy import Connection
 from dllmflow.config import Settings
 from dllmflow.store.db import get_engine
 
-STATEMENT_TIMEOUT_MS = 10_000  # a runaway query becomes an error instead of a stuck activity
-
 
 @contextmanager
 def corpus_snapshot(settings: Settings) -> Iterator[Connection]:
     """A read-only REPEATABLE READ transaction, so a concurrent load can't split a result
-    between two corpus versions."""
+    between two corpus versions. A statement running longer than
+    settings.corpus_statement_timeout_ms is cancelled (QueryCanceled), so a runaway query or a
+    blocked table becomes an error instead of a stuck activity."""
     connection = get_engine(settings).connect()
     with connection.execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
         # One round trip for both settings (no parameters, so psycopg sends them as one query).
+        timeout_ms = int(settings.corpus_statement_timeout_ms)
         conn.exec_driver_sql(
-            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
+            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {timeout_ms}"
         )
         yield conn
 

@@ -228,6 +228,12 @@ def test_block_family_on_the_block_sampler_equals_its_dense_semantics(
     assert sampler.block == (4 if family == "sdar" else 8)  # SDAR block_size, Fast-dLLM bd_size
     cfg = backend.model.config
     assert (cfg.qk_norm, cfg.qkv_bias, cfg.tied_head) == (family == "sdar", shift, False)
+    # The adapted network computes what the family's does (weights, norms, biases, mask row).
+    ids = torch.randint(3, len(tokenizer), (2, 3 * sampler.block))
+    ids[:, -sampler.block :] = tokenizer.mask_token_id
+    with torch.no_grad():
+        want_logits = net(ids, block_causal(ids.shape[1], sampler.block))
+        torch.testing.assert_close(backend.model(ids).logits, want_logits, atol=1e-4, rtol=1e-4)
     n = 2 * sampler.block
     for prompt in PROMPTS[:2]:
         req = GenerationRequest(

@@ -13,9 +13,10 @@ nothing else is copied per family --
 Both reuse the tiny pair's inference code (``modeling_ar`` / ``modeling_diffusion``: prefill,
 cached forward, KV arena) by swapping in a Llama block: separate q/k/v projections with
 grouped-query attention, SwiGLU MLP, RMSNorm and half-split rotary embeddings (the Hugging Face
-Llama convention, so the imported weights load unchanged). The kernels and the KV arena expect
-as many K/V heads as query heads, so K/V are repeated to the query heads before the cache
-(a correct torch path; reading each K/V head once is the kernels' GQA work).
+Llama convention, so the imported weights load unchanged). The inference paths (prefill, cached
+forward, KV arena) keep only the K/V heads in the cache and let the grouped-query kernels read
+each one once for its query group; the dense forward (and the trainers' own attention
+functions) get K/V repeated to the query heads, as plain SDPA expects.
 
 The diffusion model differs from the AR one in three ways, all from Fast-dLLM v2:
   * attention is bidirectional inside a block and causal across blocks (as in the tiny model);
@@ -28,6 +29,9 @@ The diffusion model differs from the AR one in three ways, all from Fast-dLLM v2
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -127,6 +131,11 @@ class LlamaPairConfig(PretrainedConfig):
         )
 
 
+# True while one of the cached inference paths runs in this thread: attention then takes K/V at
+# their own head count (the kernels are grouped-query aware) instead of repeated per query head.
+_GROUPED_KV: ContextVar[bool] = ContextVar("grouped_kv", default=False)
+
+
 def rotate_half_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary on [B, H, T, D] pairing dimension i with i + D/2 (HF Llama); cos/sin [B,1,T,D/2]."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -135,7 +144,8 @@ def rotate_half_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 
 class LlamaBlock(nn.Module):
     """Pre-norm Llama block; the attention pattern is supplied by the caller (layers.Block's
-    contract: ``attend(q, k, v)`` with [B, H, T, D] tensors, K/V already at H heads)."""
+    contract: ``attend(q, k, v)`` with [B, H, T, D] tensors, K/V repeated to H heads; inside
+    ``_LlamaMixin``'s cached paths K/V come at their own Hkv heads instead)."""
 
     def __init__(self, cfg: LlamaPairConfig) -> None:
         super().__init__()
@@ -168,7 +178,7 @@ class LlamaBlock(nn.Module):
         v = self.v_proj(h).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = rotate_half_rotary(q, cos, sin), rotate_half_rotary(k, cos, sin)
         group = self.n_head // self.n_kv_head
-        if group > 1:  # each K/V head serves `group` query heads
+        if group > 1 and not _GROUPED_KV.get():  # each K/V head serves `group` query heads
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
         y = attend(q, k, v).transpose(1, 2).reshape(b, t, self.n_head * self.head_dim)
         x = x + self.o_proj(y)
@@ -209,6 +219,35 @@ class _LlamaMixin:
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         head = self.embed.weight if self.config.tied_head else self.lm_head.weight
         return F.linear(self.ln_f(h), head)  # [B, T, V]
+
+    # -- inference with grouped K/V: caches hold n_kv_head heads ---------------------------------
+    def new_cache(self, batch: int, capacity: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Empty per-layer key/value caches [B, Hkv, capacity, D]."""
+        p = self.embed.weight
+        shape = (batch, self.config.n_kv_head, capacity, self.head_dim)
+        ks = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.blocks]
+        vs = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in self.blocks]
+        return ks, vs
+
+    @contextmanager
+    def _grouped_kv(self) -> Iterator[None]:
+        token = _GROUPED_KV.set(True)
+        try:
+            yield
+        finally:
+            _GROUPED_KV.reset(token)
+
+    def prefill(self, *args, **kwargs) -> torch.Tensor:
+        with self._grouped_kv():
+            return super().prefill(*args, **kwargs)  # type: ignore[misc]
+
+    def forward_cached(self, *args, **kwargs) -> torch.Tensor:
+        with self._grouped_kv():
+            return super().forward_cached(*args, **kwargs)  # type: ignore[misc]
+
+    def forward_arena(self, *args, **kwargs) -> torch.Tensor:
+        with self._grouped_kv():
+            return super().forward_arena(*args, **kwargs)  # type: ignore[misc]
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype):
         return rotary(positions, self.head_dim, self.config.rope_theta, dtype)

@@ -357,3 +357,12 @@ def test_trust_remote_code_setting_defaults_off(monkeypatch):
     assert load_settings().trust_remote_code is False
     monkeypatch.setenv("DLLMFLOW_TRUST_REMOTE_CODE", "true")
     assert load_settings().trust_remote_code is True
+
+
+def test_a_replica_refuses_a_checkpoint_of_the_other_slot():
+    """Replicas load with their backend as the slot: the shipped AR checkpoint configured as the
+    diffusion checkpoint fails when the replica starts, naming the problem."""
+    from dllmflow.workers.serving.replicas import ModelReplica
+
+    with pytest.raises(ValueError, match="autoregressive checkpoint cannot serve in the diffusion"):
+        ModelReplica({"backend": "diffusion", "index": 0, "checkpoint": "ar"})

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # (a retry or replay that writes to it again lifts the expiry); 0 keeps streams forever.
     progress_ttl_s: int = Field(default=24 * 3600, ge=0)
 
+    # Let the model loader run the Python code a checkpoint ships (its config's ``auto_map``
+    # modules). Off by default; only the families served through their own modeling code need
+    # it (LLaDA, Dream: dllmflow/models/families.py). Llama, Qwen2, SDAR and Fast-dLLM v2
+    # checkpoints load into dllmflow's own networks and never need it.
+    trust_remote_code: bool = False
+
     task_queue: str = "dllmflow-episodes"
     # How long an episode's activities are retried through an outage (Postgres, Redis or a
     # replica restarting) before the episode is dead-lettered; fixed per episode at its start.

@@ -20,10 +20,19 @@ from dllmflow.world.generator import read_questions
 PROMPT = "Role: planner\nQuestion: Who founded Kixford Press?\nTurn 1 planner:\n"
 
 
-@pytest.fixture()
-def hf_llama_dir(tmp_path, tokenizer):
+@pytest.fixture(params=["llama", "mistral"])
+def hf_llama_dir(request, tmp_path, tokenizer):
+    """A Llama checkpoint (adapted onto our batched AR sampler) or a Mistral one (a family
+    without an adapter: transformers' own model, one sequence a step)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
     torch.manual_seed(3)
-    cfg = LlamaConfig(
+    config_cls, model_cls = (
+        (LlamaConfig, LlamaForCausalLM)
+        if request.param == "llama"
+        else (MistralConfig, MistralForCausalLM)
+    )
+    cfg = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -34,7 +43,7 @@ def hf_llama_dir(tmp_path, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model = LlamaForCausalLM(cfg)
+    model = model_cls(cfg)
     with torch.no_grad():
         model.model.embed_tokens.weight.mul_(20)  # peaked logits: no near-ties in greedy
     model.save_pretrained(tmp_path)
@@ -44,7 +53,8 @@ def hf_llama_dir(tmp_path, tokenizer):
 
 def test_local_hf_checkpoint_goes_through_the_same_interface(hf_llama_dir, tokenizer):
     model, _tok, sampler = load_backend(hf_llama_dir)
-    assert isinstance(sampler, HFCausalSampler)
+    llama = model.config.model_type != "mistral"
+    assert isinstance(sampler, ARSampler if llama else HFCausalSampler)
     result = sampler.generate(GenerationRequest(prompt=PROMPT, max_new_tokens=12))
     ids = encode(tokenizer, PROMPT)
     ref = []

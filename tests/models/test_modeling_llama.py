@@ -44,6 +44,7 @@ def test_ar_cached_decode_matches_full_forward(tmp_path):
     model = build_from_base(tmp_path, "ar").eval()
     ids = torch.randint(0, 96, (1, 20))
     ks, vs = model.new_cache(1, 32)
+    assert ks[0].shape == (1, 2, 32, 16)  # only the K/V heads are cached (GQA: 4 query, 2 K/V)
     with torch.no_grad():
         full = model(ids).logits
         model.prefill(ids[:, :12], ks, vs)

@@ -68,7 +68,7 @@ class ModelReplica:
         if self.device == "cpu":
             torch.set_num_threads(self.spec.torch_threads)
         self.path = str(resolve_checkpoint(self.spec.checkpoint))
-        self.backend = load_backend(self.path, device=self.device)
+        self.backend = load_backend(self.path, device=self.device, slot=self.spec.backend)
         self.scheduler = BatchScheduler(
             self.backend.sampler, max_batch=self.spec.max_batch, name=self.spec.name
         )

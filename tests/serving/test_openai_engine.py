@@ -33,7 +33,7 @@ from dllmflow.workers.serving.settings import BackendSettingsError, ServingSetti
 from tests.conftest import free_ports
 
 KEY = "sk-test-secret-4242"
-TURN = ['<think>The answer is ', 'in d1.</think>\n<action>{"tool": "answer", ', '"args": {}}']
+TURN = ["<think>The answer is ", 'in d1.</think>\n<action>{"tool": "answer", ', '"args": {}}']
 
 
 class Engine:

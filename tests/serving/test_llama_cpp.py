@@ -34,6 +34,7 @@ from dllmflow.models.sampling.base import GenerationRequest
 from dllmflow.workers.serving.errors import EngineUnavailable
 from dllmflow.workers.serving.openai_engine import OpenAICompatibleBackend
 from dllmflow.workers.serving.settings import ServingSettings
+from tests.api import conftest as api_fixtures
 from tests.conftest import free_ports
 
 pytestmark = [
@@ -56,6 +57,12 @@ action ::= "{\"tool\": \"answer\", \"args\": {\"answer\": \"" answer "\", \"sour
 thought ::= [a-zA-Z ,.]{1,60}
 answer ::= [a-zA-Z][a-zA-Z ]{0,30}
 """
+
+
+# The API server (for the episode's SSE stream) and the generated world, as in tests/api.
+api_token = api_fixtures.api_token
+api_url = api_fixtures.api_url
+world_questions = api_fixtures.world_questions
 
 
 class LlamaServer:

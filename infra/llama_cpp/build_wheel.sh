@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build llama-cpp-python[server] from source once and keep the wheels in a cache that .ci/run
-# installs from (no compiler run in CI after the first time). ~30-40 min on 2 cores.
+# installs from (no compiler run in CI after the first time). ~41 min on 2 shared cores.
 #   infra/llama_cpp/build_wheel.sh            # -> ${DLLMFLOW_WHEEL_CACHE:-~/.cache/dllmflow/wheels}
 set -euo pipefail
 cache=${DLLMFLOW_WHEEL_CACHE:-$HOME/.cache/dllmflow/wheels}

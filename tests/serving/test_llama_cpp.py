@@ -10,7 +10,7 @@ The base model does not know the agent's turn format, so the slot's DLLMFLOW_AR_
 carries a llama.cpp GBNF grammar that holds the writer to one answer action (what a deployment
 would do with vLLM's structured outputs or SGLang's regex).
 
-llama-cpp-python builds from source (~30 min on 2 cores): infra/llama_cpp/build_wheel.sh builds
+llama-cpp-python builds from source (~40 min on 2 cores): infra/llama_cpp/build_wheel.sh builds
 it once into a wheel cache that .ci/run installs from; without it this module skips.
 """
 
@@ -149,6 +149,8 @@ def test_llama_cpp_streams_a_turn(llama: LlamaServer) -> None:
 def test_episode_writer_on_llama_cpp_survives_a_killed_server(
     stack: Settings, llama: LlamaServer, api_url: str, api_token: str, world_questions
 ) -> None:
+    from temporalio.client import WorkflowExecutionStatus
+
     from dllmflow.store.episodes import EpisodeRepository
     from dllmflow.workers.episode_worker import spawn_worker
     from dllmflow.workflows.service import EpisodeService
@@ -169,18 +171,19 @@ def test_episode_writer_on_llama_cpp_survives_a_killed_server(
 
         episode_id = asyncio.run(start())
 
-        async def writer_failure() -> str | None:
+        async def writer_failure() -> tuple[str | None, bool]:
             svc = await EpisodeService.connect(settings)
             desc = await svc.handle(EpisodeRepository(settings).get(episode_id)).describe()
             for pending in desc.raw_description.pending_activities:
                 if pending.attempt >= 2 and pending.last_failure.message:
-                    return pending.last_failure.message
-            return None
+                    return pending.last_failure.message, False
+            return None, desc.status != WorkflowExecutionStatus.RUNNING
 
-        failure, deadline = None, time.monotonic() + 600
-        while failure is None and time.monotonic() < deadline:
-            failure = asyncio.run(writer_failure())
+        failure, closed, deadline = None, False, time.monotonic() + 600
+        while failure is None and not closed and time.monotonic() < deadline:
+            failure, closed = asyncio.run(writer_failure())
             time.sleep(1)
+        assert not closed, "the episode ended instead of retrying the writer turn"
         assert failure is not None, "the writer turn never failed against the stopped server"
         assert "unreachable" in failure and "DLLMFLOW_AR_BASE_URL" in failure, failure
         assert "llama-key-never-logged" not in failure

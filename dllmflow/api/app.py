@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from dllmflow.api import errors
 from dllmflow.api.auth import ensure_api_token
 from dllmflow.api.metrics import registry_for
-from dllmflow.api.routes import dashboard, dlq, episodes, events, records, system
+from dllmflow.api.routes import dashboard, dlq, episodes, events, openai_compat, records, system
 from dllmflow.api.security import AuthBeforeBody, BodyLimit, SecurityHeaders
 from dllmflow.api.state import ApiState
 from dllmflow.config import Settings
@@ -26,6 +26,9 @@ DLLMFLOW_API_TOKEN setting, or the token generated into `<state_dir>/api_token`)
 are recorded in the audit log (`GET /api/audit`). Errors are JSON: `{"error": "..."}`, and a 422
 also lists each bad field under `fields`. Request bodies over DLLMFLOW_API_MAX_BODY_BYTES (1 MiB
 by default) get 413. The schema is at `/openapi.json`; `/api-reference` renders it as a page.
+
+`/v1/models` and `/v1/chat/completions` serve the model slots to any OpenAI client (same bearer
+token); diffusion streams each refinement pass as a replacement delta (`delta.dllmflow.replace`).
 """
 
 
@@ -33,6 +36,7 @@ by default) get 413. The schema is at `/openapi.json`; `/api-reference` renders 
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await app.state.api.close()
+    app.state.models.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -47,8 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.api = ApiState(settings, ensure_api_token(settings))
     app.state.metrics = registry_for(settings)
+    app.state.models = openai_compat.ModelFace(settings)  # /v1: the model slots, OpenAI style
     errors.install(app)
-    for module in (system, episodes, events, dlq, records):
+    for module in (system, episodes, events, dlq, records, openai_compat):
         app.include_router(module.router)
     app.include_router(dashboard.public)
     app.include_router(dashboard.router)

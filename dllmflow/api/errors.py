@@ -43,6 +43,11 @@ def error(request: Request, status: int, message: str, **extra: Any) -> Response
             request, "error.html", {"status": status, "message": message}, status_code=status
         )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if request.url.path.startswith("/v1/"):
+        # The OpenAI-compatible face answers errors the way OpenAI clients read them.
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "code": status, **extra}}
+        return JSONResponse(body, status_code=status, headers=headers)
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 

@@ -58,12 +58,13 @@ def warm(
 
     from dllmflow.workers.serving.connect import connect
     from dllmflow.workers.serving.pool import ReplicaPool
-    from dllmflow.workers.serving.settings import BACKENDS, ServingSettings
+    from dllmflow.workers.serving.settings import ServingSettings
 
     connect(settings())
-    pool = ReplicaPool(ServingSettings(**({"replica_detached": True} if detached else {})))
+    serving = ServingSettings(**({"replica_detached": True} if detached else {}))
+    pool = ReplicaPool(serving)
     start = time.perf_counter()
-    for backend in BACKENDS:
+    for backend in serving.local_backends():  # a slot on an external engine has no replicas
         for handle in pool.handles(backend):
             info = ray.get(handle.describe.remote())
             console.print(f"{info['name']}: {info['model']} on {info['device']}", highlight=False)

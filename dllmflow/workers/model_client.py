@@ -1,8 +1,9 @@
 """The model-backed TurnGenerator the episode workflow calls for every non-oracle policy.
 
 It renders the agent's context (prompting.render_context, the one renderer), lets the router
-pick a backend for the turn kind and policy, streams progress to the activity's callback (AR:
-token deltas; diffusion: refinement passes with the partial text and committed fraction) and
+pick a backend for the turn kind and policy, streams progress to the activity's callback (AR and
+external engines: token deltas; local diffusion: refinement passes with the partial text and
+committed fraction) and
 maps the sampler's result to a GeneratedTurn with the routing record attached.
 """
 
@@ -14,10 +15,11 @@ from typing import Any
 from dllmflow.agent.prompting import CONTEXT_TOKENS, render_context
 from dllmflow.config import Settings
 from dllmflow.models.sampling.base import GenerationRequest
+from dllmflow.workers.serving.backends import make_backends
 from dllmflow.workers.serving.connect import connect
 from dllmflow.workers.serving.pool import ReplicaPool
 from dllmflow.workers.serving.router import Router
-from dllmflow.workers.serving.settings import BACKENDS, ServingSettings
+from dllmflow.workers.serving.settings import ServingSettings
 from dllmflow.workers.turns import (
     GeneratedTurn,
     GenerateRequest,
@@ -32,11 +34,14 @@ class ModelTurnGenerator:
     def __init__(self, settings: Settings, serving: ServingSettings | None = None) -> None:
         self.settings = settings
         self.serving = serving or ServingSettings()
-        connect(settings)
         self.pool = ReplicaPool(self.serving)
-        self.router = Router(self.pool, self.serving)
-        for backend in BACKENDS:  # start every replica loading now, side by side
-            self.pool.handles(backend)
+        # Each slot: local replicas or an external engine (DLLMFLOW_AR_KIND / _DIFFUSION_KIND).
+        self.backends = make_backends(self.serving, self.pool)
+        if self.serving.local_backends():
+            connect(settings)
+        self.router = Router(self.backends, self.serving)
+        for backend in self.backends.values():  # start every replica loading now, side by side
+            backend.warm()
 
     def generate(self, request: GenerateRequest, on_progress: ProgressCallback) -> GeneratedTurn:
         kind = ROLE_KIND.get(request.role, "chat")
@@ -47,6 +52,7 @@ class ModelTurnGenerator:
                 {
                     "event": event["kind"],  # "tokens" | "refinement"
                     "backend": backend,
+                    "engine": self.backends[backend].kind,  # "local" | "openai-compatible"
                     "replica": replica,
                     "text": event["text"],
                     "tokens_generated": event["tokens_generated"],
@@ -92,12 +98,9 @@ class ModelTurnGenerator:
 
     def build_request(self, backend: str, request: GenerateRequest) -> GenerationRequest:
         """The rendered context (plus any repair prefix) sized for ``backend``'s model."""
-        info = self.pool.info(backend)
-        tokenizer = self.pool.tokenizer(backend)
-
-        def count(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
+        slot = self.backends[backend]
+        info = slot.limits()
+        count = slot.count_tokens
         prefix = request.repair_prefix or ""
         budget = self.serving.max_new_tokens
         room = info["max_position"] - budget - info["prompt_slack"] - 16

@@ -23,3 +23,10 @@ class ReplicaUnavailable(ServingError):
 
 class GenerationTimeout(ServingError):
     retryable = True
+
+
+class EngineUnavailable(ServingError):
+    """An external engine could not serve the call (refused, 429 or 5xx after its retries,
+    a stream cut short); the activity retries the turn."""
+
+    retryable = True

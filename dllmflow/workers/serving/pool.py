@@ -37,11 +37,13 @@ class Outcome:
     mean_batch: float
     call_s: float  # at the caller: call -> result (adds Ray transport, replica start-up)
     call_ttfuo_s: float | None  # at the caller: call -> first useful output arrived
+    engine: str = "local"  # the slot's backend kind: "local" replicas or "openai-compatible"
 
     def metadata(self) -> dict[str, Any]:
         r = self.result
         return {
             "backend": self.backend,
+            "engine": self.engine,
             "replica": self.replica,
             "model": self.model,
             "queue_s": self.queue_s,

@@ -189,6 +189,21 @@ def serving_status(settings: Any = None, timeout_s: float = 5.0) -> list[dict[st
         connect(settings)
     rows = []
     for backend in BACKENDS:
+        engine = serving.engine(backend)
+        if engine.kind != "local":  # an external engine serves the slot: no replicas of ours
+            from .openai_engine import engine_label
+
+            rows.append(
+                {
+                    "backend": backend,
+                    "replica": engine_label(engine.base_url) if engine.base_url else "unset",
+                    "alive": "external",
+                    "kind": engine.kind,
+                    "model": engine.model,
+                    "state": "served by an external engine (not probed)",
+                }
+            )
+            continue
         for index in range(serving.replicas(backend)):
             name = replica_name(backend, index)
             row: dict[str, Any] = {

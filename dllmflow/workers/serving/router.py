@@ -8,20 +8,25 @@ Policies (per episode):
              diffusion, the rest to AR (an episode stays on one arm for all its turns)
   shadow     served as ``routed``; on ``shadow_share`` of episodes the other backend decodes the
              same turn too, and its output and timings are recorded, never served
+
+A policy picks a slot ("ar" or "diffusion"); the slot's ``SlotBackend`` (backends.py) decodes:
+local Ray replicas or an external OpenAI-compatible engine, so every policy works across a
+local and an external backend.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from dllmflow.models.sampling.base import GenerationRequest
 
+from .backends import SlotBackend
 from .errors import ServingError
-from .pool import EventCallback, Outcome, ReplicaPool
+from .pool import EventCallback, Outcome
 from .settings import ServingSettings
 
 TURN_KINDS: tuple[str, ...] = ("plan", "seek", "write", "chat")
@@ -74,8 +79,8 @@ class Routed:
 
 
 class Router:
-    def __init__(self, pool: ReplicaPool, settings: ServingSettings) -> None:
-        self.pool = pool
+    def __init__(self, backends: Mapping[str, SlotBackend], settings: ServingSettings) -> None:
+        self.backends = dict(backends)
         self.settings = settings
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
 
@@ -92,8 +97,10 @@ class Router:
         shadow = None
         if route.shadow is not None:
             # Started first so both decode at the same time; it never streams progress.
-            shadow = self._shadow_pool.submit(self.pool.generate, route.shadow, build(route.shadow))
-        outcome = self.pool.generate(route.primary, build(route.primary), on_event)
+            shadow = self._shadow_pool.submit(
+                self.backends[route.shadow].generate, build(route.shadow)
+            )
+        outcome = self.backends[route.primary].generate(build(route.primary), on_event)
         routing = {"policy": policy, "kind": kind, "reason": route.reason, **outcome.metadata()}
         if shadow is not None:
             routing["served_text"] = outcome.result["text"]

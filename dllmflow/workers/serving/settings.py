@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dllmflow.config import SettingsError
+
 BACKENDS: tuple[str, ...] = ("ar", "diffusion")
+# What serves a slot: dllmflow's own Ray replicas, or an external OpenAI-compatible engine
+# (vLLM, SGLang, llama.cpp's server, a hosted API) reached over HTTP.
+BACKEND_KINDS: tuple[str, ...] = ("local", "openai-compatible")
+EngineKind = Literal["local", "openai-compatible"]
+EngineEndpoint = Literal["chat", "completions"]
 BASE_NAMESPACE = "dllmflow"
 # The matched pairs DLLMFLOW_PAIR selects: (AR checkpoint, diffusion checkpoint).
 PAIRS: dict[str, tuple[str, str]] = {
@@ -65,17 +75,133 @@ class ServingSettings(BaseSettings):
     shadow_share: float = Field(default=1.0, ge=0, le=1)  # `shadow`: episodes also run on the other
     call_timeout_s: float = Field(default=600.0, gt=0)  # one generation, queue included
 
+    # What serves each slot (DLLMFLOW_AR_KIND / DLLMFLOW_DIFFUSION_KIND): "local" replicas, or
+    # "openai-compatible": an external engine at *_BASE_URL (".../v1") serving *_MODEL. The
+    # API key is a secret (never logged or shown); *_ENDPOINT picks /chat/completions (the
+    # context is the user message after the agent's system prompt) or /completions (the raw
+    # context as the prompt). *_TIMEOUT_S bounds connecting and each read of the stream;
+    # *_MAX_RETRIES retries 429/5xx/connection errors with exponential backoff before the turn
+    # fails with a retryable error. *_CONTEXT_WINDOW is the engine's context length (prompt +
+    # turn), *_EXTRA_BODY a JSON object merged into every request (e.g. a llama.cpp
+    # "grammar", vLLM "structured_outputs", SGLang "regex").
+    ar_kind: EngineKind = "local"
+    ar_base_url: str = ""
+    ar_model: str = ""
+    ar_api_key: SecretStr | None = None
+    ar_endpoint: EngineEndpoint = "chat"
+    ar_timeout_s: float = Field(default=60.0, gt=0)
+    ar_max_retries: int = Field(default=4, ge=0, le=20)
+    ar_context_window: int = Field(default=8192, ge=256)
+    ar_extra_body: dict[str, Any] = Field(default_factory=dict)
+    diffusion_kind: EngineKind = "local"
+    diffusion_base_url: str = ""
+    diffusion_model: str = ""
+    diffusion_api_key: SecretStr | None = None
+    diffusion_endpoint: EngineEndpoint = "chat"
+    diffusion_timeout_s: float = Field(default=60.0, gt=0)
+    diffusion_max_retries: int = Field(default=4, ge=0, le=20)
+    diffusion_context_window: int = Field(default=8192, ge=256)
+    diffusion_extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ar_extra_body", "diffusion_extra_body", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        return value
+
+    @field_validator("pair")
+    @classmethod
+    def _known_pair(cls, value: str) -> str:
+        # A field validator: its error shows only this value, never the other settings (a
+        # model validator's error would print every input, API keys included).
+        if value not in PAIRS:
+            raise ValueError(f"pair {value!r} is not one of: {', '.join(PAIRS)}")
+        return value
+
     @model_validator(mode="after")
     def _pair_defaults(self) -> ServingSettings:
-        if self.pair not in PAIRS:
-            raise ValueError(f"pair {self.pair!r} is not one of: {', '.join(PAIRS)}")
         ar, diffusion = PAIRS[self.pair]
         self.ar_checkpoint = self.ar_checkpoint or ar
         self.diffusion_checkpoint = self.diffusion_checkpoint or diffusion
         return self
+
+    def kind(self, backend: str) -> str:
+        return self.ar_kind if backend == "ar" else self.diffusion_kind
+
+    def local_backends(self) -> tuple[str, ...]:
+        """The slots served by dllmflow's own replicas."""
+        return tuple(b for b in BACKENDS if self.kind(b) == "local")
+
+    def engine(self, backend: str) -> EngineSettings:
+        p = "ar" if backend == "ar" else "diffusion"
+        return EngineSettings(
+            slot=p,
+            kind=getattr(self, f"{p}_kind"),
+            base_url=getattr(self, f"{p}_base_url").strip().rstrip("/"),
+            model=getattr(self, f"{p}_model").strip(),
+            api_key=getattr(self, f"{p}_api_key"),
+            endpoint=getattr(self, f"{p}_endpoint"),
+            timeout_s=getattr(self, f"{p}_timeout_s"),
+            max_retries=getattr(self, f"{p}_max_retries"),
+            context_window=getattr(self, f"{p}_context_window"),
+            extra_body=dict(getattr(self, f"{p}_extra_body")),
+        )
 
     def checkpoint(self, backend: str) -> str:
         return self.ar_checkpoint if backend == "ar" else self.diffusion_checkpoint
 
     def replicas(self, backend: str) -> int:
         return self.ar_replicas if backend == "ar" else self.diffusion_replicas
+
+
+class BackendSettingsError(SettingsError):
+    """A slot's backend settings cannot work; retrying the turn cannot help."""
+
+    retryable = False
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """One slot's backend settings; ``variable(name)`` is the DLLMFLOW_* name to blame."""
+
+    slot: str
+    kind: str
+    base_url: str
+    model: str
+    api_key: SecretStr | None
+    endpoint: str
+    timeout_s: float
+    max_retries: int
+    context_window: int
+    extra_body: dict[str, Any]
+
+    def variable(self, name: str) -> str:
+        return f"DLLMFLOW_{self.slot.upper()}_{name.upper()}"
+
+    def check(self) -> None:
+        """Raise BackendSettingsError naming the DLLMFLOW_* variable that is missing or bad."""
+        if self.kind != "openai-compatible":
+            return
+        kind = f"{self.variable('kind')}=openai-compatible"
+        if not self.base_url:
+            raise BackendSettingsError(f"{self.variable('base_url')} must be set when {kind}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise BackendSettingsError(
+                f"{self.variable('base_url')} must be an http:// or https:// URL "
+                f"(got {self.base_url!r})"
+            )
+        if not self.model:
+            raise BackendSettingsError(
+                f"{self.variable('model')} must be set when {kind} (the engine's model name, "
+                "as its /v1/models lists it)"
+            )
+
+    def __repr__(self) -> str:  # the key never appears, even in a debug print
+        key = "set" if self.api_key is not None else "unset"
+        return (
+            f"EngineSettings(slot={self.slot!r}, kind={self.kind!r}, base_url={self.base_url!r}, "
+            f"model={self.model!r}, api_key={key}, endpoint={self.endpoint!r})"
+        )

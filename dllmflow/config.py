@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     progress_ttl_s: int = Field(default=24 * 3600, ge=0)
 
     task_queue: str = "dllmflow-episodes"
+    # How long submit, retry and waiting for a result ride out an unreachable Temporal (a
+    # restart) before an episode is reported not started (its row marked so) or unknown.
+    temporal_outage_s: float = Field(default=300.0, ge=0)
     startup_timeout_s: float = Field(default=90.0, gt=0)
 
     @model_validator(mode="after")

@@ -404,9 +404,15 @@ def _worker_port_args(settings: Settings) -> list[str]:
 def ray_env() -> dict[str, str]:
     # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
     # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
+    # A raylet gives its dashboard agent a few seconds to come up and aborts the node after;
+    # on a loaded 2-core host the agent's imports alone took longer (node start failed).
     return {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_agent_register_timeout_ms": os.environ.get(
+            "RAY_agent_register_timeout_ms",  # noqa: SIM112 - Ray's own spelling
+            "120000",
+        ),
     }
 
 
@@ -519,18 +525,26 @@ class RayNode:
         """A custom resource only this node has, so work can be pinned to it."""
         return f"dllmflow_node_{self.index}"
 
-    def alive_in_cluster(self) -> bool:
-        """Whether the cluster lists this node as alive (asked through the dashboard)."""
+    def _alive_entry(self) -> dict | None:
+        """The cluster's record of this node while it is alive (asked through the dashboard)."""
         url = f"{self.settings.effective_ray_dashboard_url}/api/v0/nodes?limit=1000"
         try:
             with urllib.request.urlopen(url, timeout=3) as resp:
                 nodes = json.loads(resp.read())["data"]["result"]["result"]
         except (OSError, ValueError, KeyError):
-            return False
-        return any(
-            node.get("state") == "ALIVE" and self.resource in node.get("resources_total", {})
-            for node in nodes
-        )
+            return None
+        for node in nodes:
+            if node.get("state") == "ALIVE" and self.resource in node.get("resources_total", {}):
+                return node
+        return None
+
+    def alive_in_cluster(self) -> bool:
+        return self._alive_entry() is not None
+
+    def node_id(self) -> str | None:
+        """Ray's id (hex) of this node while it is alive."""
+        entry = self._alive_entry()
+        return entry.get("node_id") if entry else None
 
 
 class WorkerComponent(Component):

@@ -21,6 +21,33 @@ from .settings import ServingSettings
 # (backend, replica name, ProgressEvent as a dict)
 EventCallback = Callable[[str, str, dict[str, Any]], None]
 POLL_S = 1.0  # how often a waiting caller re-checks its deadline
+LIVENESS_S = 3.0  # how often a waiting caller asks the GCS whether its replica still lives
+
+
+class _ReplicaLost(Exception):
+    """The replica serving a stream died or was restarted; the stream will not go on."""
+
+
+def incarnation(handle: Any) -> tuple[str, int, str] | None:
+    """(state, restarts, node id) of the actor behind `handle`, from the GCS; None if unknown.
+
+    A stream from an actor whose node was killed never ends by itself (its next item stays
+    pending, no RayActorError), so a caller that is still waiting compares this with what it
+    was when the call started."""
+    try:
+        info = ray._private.state.actors(actor_id=handle._actor_id.hex())
+        return info["State"], int(info["NumRestarts"]), info["Address"]["NodeID"]
+    except Exception:  # a private API; without it only the deadline applies
+        return None
+
+
+def lost(before: tuple[str, int, str] | None, now: tuple[str, int, str] | None) -> bool:
+    if before is None or now is None:
+        return False
+    state, restarts, node = now
+    if state == "DEAD" or restarts > before[1]:
+        return True
+    return before[0] == "ALIVE" and (state != "ALIVE" or node != before[2])
 
 
 @dataclass
@@ -164,6 +191,8 @@ class ReplicaPool:
         t0 = time.perf_counter()
         useful_at: float | None = None
         received = False
+        started = incarnation(handle)
+        checked = time.perf_counter()
         stream = handle.generate.remote(asdict(request))
         try:
             while True:
@@ -173,7 +202,12 @@ class ReplicaPool:
                     ref = stream._next_sync(timeout_s=POLL_S)
                 except StopIteration:
                     raise ReplicaUnavailable(f"{name} ended the stream without a result") from None
-                if ref.is_nil():  # nothing yet; check the deadline again
+                if ref.is_nil():  # nothing yet; check the deadline and the replica again
+                    if time.perf_counter() - checked >= LIVENESS_S:
+                        checked = time.perf_counter()
+                        now = incarnation(handle)
+                        if lost(started, now):
+                            raise _ReplicaLost(f"was {started}, now {now}")
                     continue
                 item = ray.get(ref)
                 received = True
@@ -206,7 +240,7 @@ class ReplicaPool:
                     call_s=time.perf_counter() - t0,
                     call_ttfuo_s=None if useful_at is None else useful_at - t0,
                 )
-        except RayActorError as exc:
+        except (RayActorError, _ReplicaLost) as exc:
             if not received:
                 raise _NotStarted(f"{backend} replica {name} unavailable: {exc}") from None
             raise ReplicaUnavailable(

@@ -234,6 +234,7 @@ async def submit_all(
     from dllmflow.workflows.service import rpc_reason
 
     svc = await service(s)
+    svc.outage_s = s.temporal_outage_s  # --outage-wait, also on a service connected earlier
     gate = asyncio.Semaphore(concurrency)
     total = len(lines)
     finished = 0

@@ -71,6 +71,8 @@ def test_episodes_ride_out_real_outages(stack: Settings, world_questions) -> Non
             # Submits were still going on: some start was retried while Temporal was down.
             assert 1 <= r.in_flight_when_hit < EPISODES, r
             assert r.starts_during_outage >= 1, r
+            # ...and the service rode it out: the client never had to submit again.
+            assert r.submit_retries == 0, r
         else:
             assert r.in_flight_when_hit >= 2, f"{r.fault} landed on too few episodes: {r}"
 

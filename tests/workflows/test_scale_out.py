@@ -59,6 +59,9 @@ def test_episodes_finish_on_the_surviving_worker_and_ray_node(
         "the replicas were not on the Ray node that was killed",
         node,
     )
+    # A turn whose replica went down with the node is given up within seconds and retried,
+    # not left waiting for the 600 s call timeout.
+    assert node.wall_s < 400, node
     repo = EpisodeRepository(stack)
     svc = asyncio.run(EpisodeService.connect(stack))
     for r in reports:

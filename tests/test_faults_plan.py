@@ -48,6 +48,7 @@ def test_a_replica_counts_as_lost_when_it_died_restarted_or_moved() -> None:
     assert not lost(alive, alive)
     assert lost(alive, ("RESTARTING", 1, "node-a"))  # its node died; Ray restarts it
     assert lost(alive, ("ALIVE", 1, "node-b"))  # restarted elsewhere already
+    assert lost(alive, ("ALIVE", 1, "node-a"))  # its process crashed, restarted in place
     assert lost(alive, ("DEAD", 0, "node-a"))
     assert lost(alive, ("ALIVE", 0, "node-b"))
     # A call made while the replica was restarting waits for it to come up.

@@ -21,6 +21,7 @@ def test_the_default_campaign_has_the_issue_outage_lengths() -> None:
     ]
     assert [f.during for f in plan] == ["run", "run", "submit", "run", "run"]
     assert plan[2].label == "temporal down 60s during submit"
+    assert parse_faults("none") == [Fault("none", 0)]
 
 
 @pytest.mark.parametrize(

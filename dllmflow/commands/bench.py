@@ -166,7 +166,8 @@ def faults(
         "redis:120,postgres:60,temporal:60,worker,ray-node",
         "--faults",
         help="component[:seconds down], comma-separated: redis, postgres, temporal (while "
-        "submitting), worker (one of --workers SIGKILLed), ray-node (a second Ray node killed).",
+        "submitting), worker (one of --workers SIGKILLed), ray-node (a second Ray node killed), "
+        "none (a batch with no fault, for reference).",
     ),
     policy: str = typer.Option("routed", help="Episode policy; routed/ar/diffusion use models."),
     workers: int = typer.Option(2, min=1, help="Workers on the campaign's task queue."),

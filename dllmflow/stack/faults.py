@@ -47,6 +47,7 @@ Progress = Callable[[str], None]
 # What can be broken, and when: "run" faults land while episodes are mid-way, "submit" ones
 # while the batch is still being submitted.
 FAULT_KINDS = {
+    "none": "run",  # a batch with no fault: the reference (e.g. the model's own dead letters)
     "redis": "run",
     "postgres": "run",
     "temporal": "submit",
@@ -71,6 +72,8 @@ class Fault:
 
     @property
     def label(self) -> str:
+        if self.component == "none":
+            return "no fault"
         if self.component in ("worker", "ray-node"):
             return f"{self.component} killed"
         return f"{self.component} down {self.down_s:g}s" + (
@@ -151,6 +154,7 @@ class FaultReport:
     replicas_on_killed_node: int | None = None  # ray-node: campaign replicas there when killed
     wall_s: float = 0.0
     problems: list[str] = field(default_factory=list)
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)  # the rows' errors
     episode_ids: list[str] = field(default_factory=list)
 
     @property
@@ -391,6 +395,18 @@ class Campaign:
             ).all()
         return {episode_id: status for episode_id, status in rows}
 
+    def _errors(self, episode_ids: list[str]) -> dict[str, str | None]:
+        from sqlalchemy import select
+
+        from dllmflow.store.db import transaction
+        from dllmflow.store.models import Episode
+
+        with transaction(self.stack) as session:
+            rows = session.execute(
+                select(Episode.id, Episode.error).where(Episode.id.in_(episode_ids))
+            ).all()
+        return dict(rows)
+
     def _inject(
         self, fault: Fault, runs: list[EpisodeRun], report: FaultReport, driver: threading.Thread
     ) -> dict[int, tuple[str, int]]:
@@ -415,7 +431,9 @@ class Campaign:
         if not driver.is_alive():
             report.problems.append("the batch finished before the fault landed")
         self.progress(f"{fault.label}: injecting ({report.in_flight_when_hit} under way)")
-        if fault.component == "worker":
+        if fault.component == "none":
+            pass
+        elif fault.component == "worker":
             victim = self.workers[0]
             victim.send_signal(signal.SIGKILL)
             victim.wait()
@@ -464,6 +482,7 @@ class Campaign:
         report.not_submitted = len(runs) - len(submitted)
         report.submit_retries = sum(max(0, r.submit_attempts - 1) for r in runs)
         statuses = self._statuses([r.episode_id for r in runs])
+        errors = self._errors([r.episode_id for r in runs])
         temporal = asyncio.run(self._temporal_statuses(list(statuses)))
         for run in runs:
             status = statuses.get(run.episode_id)
@@ -496,6 +515,9 @@ class Campaign:
             setattr(report, key, getattr(report, key) + 1)
             if status == EpisodeStatus.FAILED:
                 report.problems.append(f"{run.episode_id}: failed")
+            if status == EpisodeStatus.DEAD_LETTERED:
+                reason = (errors.get(run.episode_id) or "?").split(":", 1)[0][:80]
+                report.dead_letter_reasons[reason] = report.dead_letter_reasons.get(reason, 0) + 1
         final = self._snapshot(runs)
         report.checkpoints = len(final)
         missing = set(committed) - set(final)

@@ -222,25 +222,34 @@ def faults(
         progress=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False),
     )
     started = time.perf_counter()
-    reports = runner.run(plan)
-    result = campaign.summary(reports)
-    report: dict[str, Any] = {
-        "command": " ".join(["dllmflow", *sys.argv[1:]]),
-        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count()},
-        "episodes_per_fault": episodes,
-        "concurrency": concurrency,
-        "policy": policy,
-        "pair": os.environ.get("DLLMFLOW_PAIR", "tiny"),
-        "workers": workers,
-        "ray_nodes": ray_nodes,
-        "tool_latency": tool_latency,
-        "submit_interval_s": submit_interval_s,
-        "wall_s": round(time.perf_counter() - started, 1),
-        **result,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    def record(reports: list[campaign.FaultReport]) -> dict[str, Any]:
+        report = describe(reports)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    def describe(reports: list[campaign.FaultReport]) -> dict[str, Any]:
+        return {
+            "command": " ".join(["dllmflow", *sys.argv[1:]]),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count()},
+            "episodes_per_fault": episodes,
+            "concurrency": concurrency,
+            "policy": policy,
+            "pair": os.environ.get("DLLMFLOW_PAIR", "tiny"),
+            "workers": workers,
+            "ray_nodes": ray_nodes,
+            "tool_latency": tool_latency,
+            "submit_interval_s": submit_interval_s,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "faults_planned": [f.label for f in plan],
+            "faults_done": len(reports),
+            **campaign.summary(reports),
+        }
+
+    reports = runner.run(plan, on_report=record)  # written after each fault
+    result = record(reports)
     columns = ("submitted", "completed", "dead_lettered", "stuck", "duplicated", "lost")
     table = Table("fault", *columns, "wall s")
     for r in reports:

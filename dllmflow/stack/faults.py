@@ -239,11 +239,19 @@ class Campaign:
 
     # -- one fault ----------------------------------------------------------------------------
 
-    def run(self, faults: list[Fault]) -> list[FaultReport]:
-        reports = []
+    def run(
+        self,
+        faults: list[Fault],
+        on_report: Callable[[list[FaultReport]], None] | None = None,
+    ) -> list[FaultReport]:
+        """Each fault in turn; `on_report` gets the reports so far after each (a long run's
+        finished faults are kept even if a later one is interrupted)."""
+        reports: list[FaultReport] = []
         try:
             for fault in faults:
                 reports.append(self.run_fault(fault))
+                if on_report is not None:
+                    on_report(reports)
         finally:
             self.close()
             manager.up(self.stack)  # whatever a fault left down comes back

@@ -118,31 +118,35 @@ class ReplicaPool:
     def info(self, backend: str) -> dict[str, Any]:
         """describe() of the first replica (model limits, checkpoint); waits for it to load."""
         if backend not in self._info:
-            handle = self.handles(backend)[0]
-            self._info[backend] = self._get(handle.describe.remote, backend, "describe")
+            self._info[backend] = self._get("describe", backend)
         return self._info[backend]
 
     def tokenizer(self, backend: str) -> Any:
         if backend not in self._tokenizers:
-            handle = self.handles(backend)[0]
-            self._tokenizers[backend] = self._get(handle.tokenizer.remote, backend, "tokenizer")
+            self._tokenizers[backend] = self._get("tokenizer", backend)
         return self._tokenizers[backend]
 
-    def _get(self, call: Callable[[], Any], backend: str, what: str) -> Any:
-        """``ray.get(call())``, waiting out a replica that is restarting."""
+    def _get(self, method: str, backend: str) -> Any:
+        """``ray.get`` of the first replica's `method`, waiting out a replica that is
+        restarting. A dead handle is dropped and the replica looked up again by name each
+        try (created anew if it is gone for good: its owner exited or dropped it), instead of
+        asking the dead one until the deadline."""
         deadline = time.perf_counter() + self.settings.call_timeout_s
         while True:
+            handle = self.handles(backend)[0]
             try:
-                return ray.get(call(), timeout=max(0.1, deadline - time.perf_counter()))
+                call = getattr(handle, method).remote()
+                return ray.get(call, timeout=max(0.1, deadline - time.perf_counter()))
             except RayActorError as exc:
                 if time.perf_counter() + 1.0 > deadline:
                     raise ReplicaUnavailable(
-                        f"{backend} replica unavailable ({what}): {exc}"
+                        f"{backend} replica unavailable ({method}): {exc}"
                     ) from None
+                self.forget(backend)
                 time.sleep(1.0)
             except GetTimeoutError:
                 raise GenerationTimeout(
-                    f"{backend} replica did not answer {what} in time"
+                    f"{backend} replica did not answer {method} in time"
                 ) from None
 
     def _pick(self, backend: str) -> tuple[int, Any]:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -18,6 +18,18 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class SettingsError(ValueError):
     """Settings that cannot be used; the message names the DLLMFLOW_* variable at fault."""
+
+
+# Unset Ray ports are DLLMFLOW_RAY_PORT + these offsets (the client server is the head's only).
+RAY_PORT_OFFSETS = {
+    "client_server": 1,
+    "node_manager": 2,
+    "object_manager": 3,
+    "runtime_env_agent": 4,
+    "metrics_export": 5,
+    "dashboard_agent_listen": 6,
+    "dashboard_agent_grpc": 7,
+}
 
 
 class Settings(BaseSettings):
@@ -40,6 +52,23 @@ class Settings(BaseSettings):
     temporal_ui_port: Port = 8233
     ray_port: Port = 6389
     ray_dashboard_port: Port = 8265
+    # Every other port a Ray node binds, so two stacks can share a host (Ray's own defaults
+    # are fixed for the client server, 10001, and the dashboard agent, 52365). Unset, each is
+    # DLLMFLOW_RAY_PORT plus its offset in RAY_PORT_OFFSETS (6390-6396 by default), so moving
+    # DLLMFLOW_RAY_PORT moves them all; a further node of the embedded cluster on this host
+    # (stack.components.RayNode) binds the per-node ones plus its index x ray_node_port_stride.
+    ray_client_server_port: Port | None = None
+    ray_node_manager_port: Port | None = None
+    ray_object_manager_port: Port | None = None
+    ray_runtime_env_agent_port: Port | None = None
+    ray_metrics_export_port: Port | None = None
+    ray_dashboard_agent_listen_port: Port | None = None
+    ray_dashboard_agent_grpc_port: Port | None = None
+    ray_node_port_stride: int = Field(default=10, ge=8)
+    # Ports of Ray's worker processes: unset, each worker binds one the OS picks (free, so it
+    # cannot collide); set both to keep them in a range (a firewall).
+    ray_min_worker_port: Port | None = None
+    ray_max_worker_port: Port | None = None
     ray_num_cpus: int = Field(default=2, ge=1)
     ray_object_store_mb: int = Field(default=256, ge=80)
 
@@ -67,7 +96,38 @@ class Settings(BaseSettings):
     # A corpus query (search, fetch) running longer than this is cancelled by Postgres and
     # fails its tool call (retried as above) instead of holding the activity.
     corpus_statement_timeout_ms: int = Field(default=10_000, ge=1)
+    # How long submit, retry and waiting for a result ride out an unreachable Temporal (a
+    # restart) before an episode is reported not started (its row marked so) or unknown.
+    temporal_outage_s: float = Field(default=300.0, ge=0)
     startup_timeout_s: float = Field(default=90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ray_worker_ports(self) -> Settings:
+        low, high = self.ray_min_worker_port, self.ray_max_worker_port
+        if (low is None) != (high is None):
+            raise ValueError(
+                "set both DLLMFLOW_RAY_MIN_WORKER_PORT and DLLMFLOW_RAY_MAX_WORKER_PORT, or neither"
+            )
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                "DLLMFLOW_RAY_MIN_WORKER_PORT must not exceed DLLMFLOW_RAY_MAX_WORKER_PORT "
+                f"({low} > {high})"
+            )
+        return self
+
+    def ray_node_port(self, name: str, node: int = 0) -> int:
+        """Port `name` (a RAY_PORT_OFFSETS key) of node `node` of the embedded Ray cluster
+        (0: the head): its setting or DLLMFLOW_RAY_PORT + offset, plus node x stride."""
+        explicit = getattr(self, f"ray_{name}_port")
+        port = (
+            explicit or self.ray_port + RAY_PORT_OFFSETS[name]
+        ) + node * self.ray_node_port_stride
+        if port > 65535:
+            raise SettingsError(
+                f"Ray node {node}'s {name} port would be {port} (> 65535); lower "
+                f"DLLMFLOW_RAY_PORT or DLLMFLOW_RAY_{name.upper()}_PORT"
+            )
+        return port
 
     @field_validator("state_dir")
     @classmethod
@@ -141,6 +201,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            if not err["loc"]:  # a check across fields; its message names the variables
+                problems.append(err["msg"].removeprefix("Value error, "))
+                continue
             name = "DLLMFLOW_" + "_".join(str(p) for p in err["loc"]).upper()
             secret = any(word in name for word in ("TOKEN", "URL", "PASSWORD"))
             shown = "" if secret else f" (got {err.get('input')!r})"

@@ -49,3 +49,41 @@ def test_token_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret-token" not in message and "hunter2" not in message
     # Values of non-secret settings are still shown, so the redaction is per setting.
     assert "DLLMFLOW_API_PORT" in message and "'eighty'" in message
+
+
+def test_every_ray_port_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dllmflow.stack.components import ray_node_ports
+
+    for var in ("CLIENT_SERVER", "NODE_MANAGER", "DASHBOARD_AGENT_LISTEN", "MIN_WORKER"):
+        monkeypatch.delenv(f"DLLMFLOW_RAY_{var}_PORT", raising=False)
+    s = load_settings(ray_port=20000, ray_dashboard_port=20100)
+    head = ray_node_ports(s)
+    assert head == {
+        "--port": 20000,
+        "--dashboard-port": 20100,
+        "--ray-client-server-port": 20001,
+        "--node-manager-port": 20002,
+        "--object-manager-port": 20003,
+        "--runtime-env-agent-port": 20004,
+        "--metrics-export-port": 20005,
+        "--dashboard-agent-listen-port": 20006,
+        "--dashboard-agent-grpc-port": 20007,
+    }
+    # Ray's fixed defaults (client server 10001, dashboard agent 52365) are never used.
+    assert not {10001, 52365} & set(head.values())
+    # A second node on the same host: the per-node ports, each one stride up; no head ports.
+    second = ray_node_ports(s, 1)
+    assert set(second) == set(head) - {"--port", "--dashboard-port", "--ray-client-server-port"}
+    assert all(second[flag] == head[flag] + s.ray_node_port_stride for flag in second)
+    assert not set(second.values()) & set(head.values())
+    pinned = load_settings(ray_port=20000, ray_client_server_port=31001)
+    assert ray_node_ports(pinned)["--ray-client-server-port"] == 31001
+
+
+def test_ray_worker_port_range_needs_both_ends_in_order(monkeypatch) -> None:
+    monkeypatch.setenv("DLLMFLOW_RAY_MIN_WORKER_PORT", "30000")
+    with pytest.raises(SettingsError, match="set both DLLMFLOW_RAY_MIN_WORKER_PORT"):
+        load_settings()
+    monkeypatch.setenv("DLLMFLOW_RAY_MAX_WORKER_PORT", "20000")
+    with pytest.raises(SettingsError, match=r"must not exceed .*\(30000 > 20000\)"):
+        load_settings()

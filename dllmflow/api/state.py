@@ -18,6 +18,8 @@ from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetterQueue, progress_stream
 from dllmflow.workflows.service import EpisodeService
 
+API_OUTAGE_S = 10.0  # how long one API request rides out an unreachable Temporal
+
 
 class TemporalUnavailable(RuntimeError):
     pass
@@ -45,7 +47,11 @@ class ApiState:
         async with self._lock:
             if self._service is None:
                 try:
-                    self._service = await EpisodeService.connect(self.settings)
+                    # A request is answered within seconds: a longer outage fails the start
+                    # (the row says so, retry starts it) instead of holding the connection.
+                    self._service = await EpisodeService.connect(
+                        self.settings, outage_s=API_OUTAGE_S
+                    )
                 except Exception as exc:
                     raise TemporalUnavailable(
                         f"Temporal is not reachable at {self.settings.effective_temporal_address}"

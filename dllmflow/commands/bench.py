@@ -155,3 +155,109 @@ async def _drive(s, questions: list[dict[str, Any]], concurrency: int) -> list[d
             }
 
     return await asyncio.gather(*(one(q) for q in questions))
+
+
+@app.command("faults")
+@user_errors
+def faults(
+    episodes: int = typer.Option(200, min=1, help="Episodes per fault (a fresh batch each)."),
+    concurrency: int = typer.Option(32, min=1, help="Episodes submitted and waited on at once."),
+    fault_list: str = typer.Option(
+        "redis:120,postgres:60,temporal:60,worker,ray-node",
+        "--faults",
+        help="component[:seconds down], comma-separated: redis, postgres, temporal (while "
+        "submitting), worker (one of --workers SIGKILLed), ray-node (a second Ray node killed), "
+        "none (a batch with no fault, for reference).",
+    ),
+    policy: str = typer.Option("routed", help="Episode policy; routed/ar/diffusion use models."),
+    workers: int = typer.Option(2, min=1, help="Workers on the campaign's task queue."),
+    ray_nodes: int = typer.Option(1, min=0, help="Extra Ray nodes on this host."),
+    tool_latency: str = typer.Option(
+        "search=fixed:0.5,fetch=fixed:0.5", help="DLLMFLOW_TOOL_LATENCY for the workers."
+    ),
+    deadline_s: float = typer.Option(1800.0, min=1, help="Per fault: the batch's time limit."),
+    submit_interval_s: float = typer.Option(
+        0.05, min=0, help="Question i is submitted no earlier than i x this many seconds."
+    ),
+    out: Path = typer.Option(Path("bench/results/faults.json"), help="Where to write the JSON."),
+) -> None:
+    """Break each component while a batch of episodes runs and count, from Postgres and
+    Temporal, what completed, was dead-lettered, got stuck, ran twice or was lost.
+
+    Embedded stack only (every server on 127.0.0.1); each outage lasts its full length with
+    the supervisor paused; every wait is bounded by --deadline-s. Exit status 1 unless every
+    fault ends with 0 stuck, 0 duplicated, 0 lost and nothing refused.
+    """
+    from rich.table import Table
+
+    from dllmflow.stack import faults as campaign
+    from dllmflow.stack import manager
+    from dllmflow.store.corpus import load_documents
+    from dllmflow.workers.tools.latency import LatencyProfile
+    from dllmflow.workflows.service import check_policy
+    from dllmflow.world.generator import generate_world
+
+    plan = campaign.parse_faults(fault_list)
+    check_policy(policy)
+    LatencyProfile.parse(tool_latency)
+    base = settings()
+    campaign.loopback_only(base)
+    manager.up(base, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
+    world = generate_world(4242, n_questions=min(episodes, 200))
+    load_documents(base, world.documents, corpus=campaign.FAULTS_CORPUS)
+    runner = campaign.Campaign(
+        base,
+        world.questions,
+        episodes=episodes,
+        concurrency=concurrency,
+        policy=policy,
+        workers=workers,
+        ray_nodes=ray_nodes,
+        worker_env={
+            "DLLMFLOW_CORPUS": campaign.FAULTS_CORPUS,
+            "DLLMFLOW_TOOL_LATENCY": tool_latency,
+        },
+        deadline_s=deadline_s,
+        submit_interval_s=submit_interval_s,
+        progress=lambda m: err_console.print(f"[dim]{m}[/]", highlight=False),
+    )
+    started = time.perf_counter()
+
+    def record(reports: list[campaign.FaultReport]) -> dict[str, Any]:
+        report = describe(reports)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    def describe(reports: list[campaign.FaultReport]) -> dict[str, Any]:
+        return {
+            "command": " ".join(["dllmflow", *sys.argv[1:]]),
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": {"cpus": os.cpu_count()},
+            "episodes_per_fault": episodes,
+            "concurrency": concurrency,
+            "policy": policy,
+            "pair": os.environ.get("DLLMFLOW_PAIR", "tiny"),
+            "workers": workers,
+            "ray_nodes": ray_nodes,
+            "tool_latency": tool_latency,
+            "submit_interval_s": submit_interval_s,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "faults_planned": [f.label for f in plan],
+            "faults_done": len(reports),
+            **campaign.summary(reports),
+        }
+
+    reports = runner.run(plan, on_report=record)  # written after each fault
+    result = record(reports)
+    columns = ("submitted", "completed", "dead_lettered", "stuck", "duplicated", "lost")
+    table = Table("fault", *columns, "wall s")
+    for r in reports:
+        table.add_row(r.fault, *(str(getattr(r, c)) for c in columns), f"{r.wall_s:.0f}")
+    console.print(table)
+    console.print(f"written to {out}", highlight=False)
+    if not result["clean"]:
+        for r in reports:
+            for problem in r.problems[:10]:
+                err_console.print(f"[red]{r.fault}[/]: {problem}", highlight=False)
+        raise typer.Exit(1)

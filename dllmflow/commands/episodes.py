@@ -200,17 +200,25 @@ def submit_command(
     ),
     policy: str = typer.Option("routed"),
     concurrency: int = typer.Option(4, min=1, help="Episodes running at once."),
+    outage_wait: float = typer.Option(
+        None,
+        min=0,
+        help="Seconds an unreachable Temporal (a restart) is waited out per start and per "
+        "result before the episode is reported [default: DLLMFLOW_TEMPORAL_OUTAGE_S, 300].",
+    ),
 ) -> None:
     """Submit every question of a JSONL file, at most CONCURRENCY at a time.
 
-    The whole file is checked first (each problem named by its line). Then an episode that
-    cannot be submitted, or whose result cannot be read, is reported on one line and the rest
-    go on; the summary names what was and was not submitted, and the exit status is non-zero
-    unless every episode completed.
+    The whole file is checked first (each problem named by its line). A Temporal outage is
+    waited out (--outage-wait) and said so. Then an episode that cannot be submitted, or whose
+    result cannot be read, is reported on one line and the rest go on; the summary names what
+    was and was not submitted, and the exit status is non-zero unless every episode completed.
     """
     from dllmflow.workflows.service import check_policy
 
     s = settings()
+    if outage_wait is not None:
+        s = s.model_copy(update={"temporal_outage_s": outage_wait})
     check_policy(policy)
     lines = read_question_lines(file, policy=policy)
     results = run_async(submit_all(s, lines, policy, concurrency))
@@ -226,9 +234,23 @@ async def submit_all(
     from dllmflow.workflows.service import rpc_reason
 
     svc = await service(s)
+    svc.outage_s = s.temporal_outage_s  # --outage-wait, also on a service connected earlier
     gate = asyncio.Semaphore(concurrency)
     total = len(lines)
     finished = 0
+    said = {"at": -1e9}
+
+    def on_outage(episode_id: str, down_s: float, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - said["at"] >= 10:  # one line per 10 s, not one per episode and retry
+            said["at"] = now
+            err_console.print(
+                f"[yellow]Temporal unreachable for {down_s:.0f}s ({reason}); still trying to "
+                f"start {episode_id} and the others, for up to {svc.outage_s:.0f}s[/]",
+                highlight=False,
+            )
+
+    svc.on_outage = on_outage
 
     async def one(number: int, record: dict[str, Any]) -> dict[str, Any]:
         nonlocal finished

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -347,11 +349,89 @@ class TemporalComponent(Component):
         return record
 
 
+# `ray start` flags of the ports each node binds (Settings.ray_node_port names them); the head
+# alone also binds the GCS port, the dashboard and the client server.
+RAY_NODE_PORTS = {
+    "--node-manager-port": "node_manager",
+    "--object-manager-port": "object_manager",
+    "--runtime-env-agent-port": "runtime_env_agent",
+    "--metrics-export-port": "metrics_export",
+    "--dashboard-agent-listen-port": "dashboard_agent_listen",
+    "--dashboard-agent-grpc-port": "dashboard_agent_grpc",
+}
+
+
+def ray_node_ports(settings: Settings, node: int = 0) -> dict[str, int]:
+    """The ports node `node` of the embedded Ray cluster binds (0: the head), by `ray start`
+    flag; what is left to Ray is only what the OS assigns (workers' ports unless
+    DLLMFLOW_RAY_MIN/MAX_WORKER_PORT are set, and ports Ray has no flag for)."""
+    ports = {flag: settings.ray_node_port(name, node) for flag, name in RAY_NODE_PORTS.items()}
+    if node == 0:
+        ports = {
+            "--port": settings.ray_port,
+            "--dashboard-port": settings.ray_dashboard_port,
+            "--ray-client-server-port": settings.ray_node_port("client_server"),
+            **ports,
+        }
+    return ports
+
+
+def check_free(owner: str, ports: dict[str, int]) -> None:
+    """Refuse ports another process holds (TIME_WAIT counts as free), naming the flag."""
+    for what, port in ports.items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise StackError(
+                    f"{owner}: port {port} ({what}) is already in use by another process; "
+                    "set DLLMFLOW_RAY_PORT (or that port's DLLMFLOW_RAY_*_PORT) to free ones"
+                ) from None
+
+
+def _worker_port_args(settings: Settings) -> list[str]:
+    if settings.ray_min_worker_port is None:
+        return []
+    return [
+        "--min-worker-port",
+        str(settings.ray_min_worker_port),
+        "--max-worker-port",
+        str(settings.ray_max_worker_port),
+    ]
+
+
+def ray_env() -> dict[str, str]:
+    # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
+    # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
+    # A raylet gives its dashboard agent a few seconds to come up and aborts the node after;
+    # on a loaded 2-core host the agent's imports alone took longer (node start failed).
+    return {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_agent_register_timeout_ms": os.environ.get(
+            "RAY_agent_register_timeout_ms",  # noqa: SIM112 - Ray's own spelling
+            "120000",
+        ),
+    }
+
+
+def _port_args(ports: dict[str, int]) -> list[str]:
+    return [arg for flag, port in ports.items() for arg in (flag, str(port))]
+
+
 class RayComponent(Component):
     """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray."""
 
     name = "ray"
     port_settings = ("ray_port", "ray_dashboard_port")
+
+    def check_ports_free(self) -> None:
+        super().check_ports_free()
+        ports = ray_node_ports(self.settings)
+        check_free(
+            "ray", {f: p for f, p in ports.items() if f not in ("--port", "--dashboard-port")}
+        )
 
     def start(self) -> ProcessRecord:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -363,12 +443,10 @@ class RayComponent(Component):
             "--block",
             "--node-ip-address",
             "127.0.0.1",
-            "--port",
-            str(s.ray_port),
+            *_port_args(ray_node_ports(s)),
+            *_worker_port_args(s),
             "--dashboard-host",
             "127.0.0.1",
-            "--dashboard-port",
-            str(s.ray_dashboard_port),
             "--num-cpus",
             str(s.ray_num_cpus),
             "--object-store-memory",
@@ -377,15 +455,96 @@ class RayComponent(Component):
             str(ray_temp_dir(s)),
             "--disable-usage-stats",
         ]
-        # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
-        # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
-        env = {
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-        }
-        record = spawn(argv, self.log_path, env=env)
+        record = spawn(argv, self.log_path, env=ray_env())
         self._wait_healthy(record)
         return record
+
+
+class RayNode:
+    """Another node of the embedded Ray cluster on this host (`ray start --address ...
+    --block`), with its own ports (ray_node_ports) and resources; stopping its pid (or killing
+    it) takes the node out of the cluster. For scale-out and node-loss runs."""
+
+    def __init__(self, settings: Settings, index: int, num_cpus: int | None = None) -> None:
+        if index < 1:
+            raise ValueError("node 0 is the head (RayComponent); extra nodes count from 1")
+        self.settings, self.index = settings, index
+        self.num_cpus = num_cpus or settings.ray_num_cpus
+        self.log_path = settings.state_dir / "logs" / f"ray-node-{index}.log"
+
+    def start(self, timeout_s: float | None = None) -> ProcessRecord:
+        s = self.settings
+        check_free(f"ray node {self.index}", ray_node_ports(s, self.index))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            _venv_bin("ray"),
+            "start",
+            "--address",
+            s.effective_ray_address,
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            *_port_args(ray_node_ports(s, self.index)),
+            *_worker_port_args(s),
+            "--num-cpus",
+            str(self.num_cpus),
+            "--object-store-memory",
+            str(s.ray_object_store_mb * 1024 * 1024),
+            "--resources",
+            json.dumps({self.resource: 1}),
+            "--disable-usage-stats",
+        ]
+        record = spawn(argv, self.log_path, env=ray_env())
+        if not wait_until(lambda: self.alive_in_cluster(), timeout_s or s.startup_timeout_s, 0.5):
+            terminate_tree(record)
+            raise StackError(
+                f"ray node {self.index} did not join {s.effective_ray_address}; "
+                f"log: {self.log_path}\n{tail(self.log_path)}"
+            )
+        return record
+
+    def kill(self, record: ProcessRecord) -> None:
+        """Node loss: SIGKILL the node's whole process tree (raylet, agents, its workers and
+        the actors on it), with no draining. Killing only `ray start`'s pid leaves the raylet
+        running and the node alive."""
+        try:
+            root = psutil.Process(record.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=10)
+
+    def stop(self, record: ProcessRecord) -> None:
+        terminate_tree(record)
+
+    @property
+    def resource(self) -> str:
+        """A custom resource only this node has, so work can be pinned to it."""
+        return f"dllmflow_node_{self.index}"
+
+    def _alive_entry(self) -> dict | None:
+        """The cluster's record of this node while it is alive (asked through the dashboard)."""
+        url = f"{self.settings.effective_ray_dashboard_url}/api/v0/nodes?limit=1000"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                nodes = json.loads(resp.read())["data"]["result"]["result"]
+        except (OSError, ValueError, KeyError):
+            return None
+        for node in nodes:
+            if node.get("state") == "ALIVE" and self.resource in node.get("resources_total", {}):
+                return node
+        return None
+
+    def alive_in_cluster(self) -> bool:
+        return self._alive_entry() is not None
+
+    def node_id(self) -> str | None:
+        """Ray's id (hex) of this node while it is alive."""
+        entry = self._alive_entry()
+        return entry.get("node_id") if entry else None
 
 
 class WorkerComponent(Component):

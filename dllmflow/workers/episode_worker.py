@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
@@ -112,24 +113,42 @@ if __name__ == "__main__":
 
 
 def spawn_worker(
-    settings: Settings, extra_env: dict[str, str] | None = None, timeout: float = 90.0
+    settings: Settings,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+    log_path: Path | None = None,
 ) -> subprocess.Popen:
     """Start a worker process for `settings` (its task queue) and wait until it polls.
 
     Used for dedicated workers: a load run with injected tool latency, fault tests that kill one.
+    Its output goes to `log_path` (appended) when given, else nowhere.
     """
     from dllmflow.stack.components import StackError, settings_env
     from dllmflow.stack.health import check_worker
     from dllmflow.stack.process import wait_until
 
     env = {**os.environ, **settings_env(settings), **(extra_env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dllmflow.workers.episode_worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if not wait_until(lambda: check_worker(settings).healthy, timeout):
+    log = subprocess.DEVNULL
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dllmflow.workers.episode_worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log_path is not None else subprocess.DEVNULL,
+        )
+    finally:
+        if log_path is not None:
+            log.close()  # the child keeps its own descriptor
+    from dllmflow.stack.liveness import live_workers
+
+    def polling() -> bool:  # this process's own heartbeat, not only another worker's
+        mine = any(beat.pid == proc.pid for beat in live_workers(settings))
+        return mine and check_worker(settings).healthy
+
+    if not wait_until(polling, timeout):
         proc.kill()
         raise StackError(f"worker for task queue {settings.task_queue!r} did not start polling")
     return proc

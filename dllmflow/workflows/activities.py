@@ -17,6 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 import redis
+from sqlalchemy import exc as sa_exc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -46,6 +47,9 @@ from dllmflow.workflows.types import (
 
 NOT_CONVERGED = "DenoisingBudgetExceeded"
 HEARTBEAT_INTERVAL_S = 2.0  # well inside the activities' 15 s heartbeat timeout
+# A checkpoint write waits this long for Postgres within its attempt (heartbeating), so work
+# that already ran is not done again by a retry because its result could not be stored.
+CHECKPOINT_OUTAGE_S = 600.0
 QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
 log = logging.getLogger(__name__)
@@ -236,7 +240,8 @@ class EpisodeActivities:
             "execution": execution,
         }
         write_start = time.perf_counter()
-        stored, _ = self.checkpoints.save(
+        stored, _ = self._save(
+            f"{req.role} turn",
             episode_id=req.episode_id,
             step=req.step,
             kind=kind,
@@ -340,7 +345,8 @@ class EpisodeActivities:
             "latency_s": outcome.latency_s,
         }
         write_start = time.perf_counter()
-        stored, _ = self.checkpoints.save(
+        stored, _ = self._save(
+            f"tool {action_payload['tool']}",
             episode_id=req.episode_id,
             step=req.step,
             kind="tool",
@@ -363,6 +369,22 @@ class EpisodeActivities:
             error=summary.error,
         )
         return summary
+
+    def _save(self, phase: str, **fields: Any) -> tuple[StoredCheckpoint, bool]:
+        """CheckpointStore.save, riding out a Postgres outage inside this attempt (heartbeating
+        meanwhile): the write is idempotent, the work it records is not, so waiting here keeps
+        a retry from doing the work again. Bounded by CHECKPOINT_OUTAGE_S."""
+        deadline, delay = time.monotonic() + CHECKPOINT_OUTAGE_S, 0.5
+        with keep_alive(f"{phase}: storing its checkpoint"):
+            while True:
+                try:
+                    return self.checkpoints.save(**fields)
+                except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("%s: checkpoint write failed, retrying: %s", phase, exc.orig)
+                    time.sleep(delay)
+                    delay = min(2 * delay, 5.0)
 
     def _tool_summary(
         self, cp: StoredCheckpoint, *, cached: bool, checkpoint_s: float

@@ -7,6 +7,7 @@ and their Temporal workflows.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -24,7 +25,6 @@ from dllmflow.store.streams import DeadLetterQueue
 from dllmflow.workflows.types import POLICIES, Budgets, EpisodeInput, EpisodeResult
 
 NOT_STARTED = "workflow not started"
-OUTAGE_WAIT_S = 300.0
 TRANSIENT_RPC = (
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
@@ -61,19 +61,23 @@ def check_policy(policy: str) -> str:
 
 
 class EpisodeService:
-    def __init__(self, settings: Settings, client: Client) -> None:
+    def __init__(self, settings: Settings, client: Client, outage_s: float | None = None) -> None:
         self.settings = settings
         self.client = client
+        # How long an unreachable Temporal (a restart) is ridden out by a start or a wait.
+        self.outage_s = settings.temporal_outage_s if outage_s is None else outage_s
+        # Called (episode id, seconds down so far, reason) before each retried start.
+        self.on_outage: Callable[[str, float, str], None] | None = None
         self.episodes = EpisodeRepository(settings)
         self.checkpoints = CheckpointStore(settings)
         self.dlq = DeadLetterQueue(settings)
 
     @classmethod
-    async def connect(cls, settings: Settings) -> EpisodeService:
+    async def connect(cls, settings: Settings, outage_s: float | None = None) -> EpisodeService:
         client = await Client.connect(
             settings.effective_temporal_address, namespace=settings.temporal_namespace
         )
-        return cls(settings, client)
+        return cls(settings, client, outage_s)
 
     async def submit(
         self,
@@ -108,27 +112,42 @@ class EpisodeService:
         idempotent: a workflow already running under it counts as started). If Temporal refuses
         or cannot be reached, the row is marked failed-to-start rather than left `queued` with
         no workflow behind it."""
-        try:
-            await self.client.start_workflow(
-                "EpisodeWorkflow",
-                EpisodeInput(
-                    episode.id,
-                    policy or episode.policy,
-                    budgets,
-                    retry_budget_s=self.settings.activity_retry_budget_s,
-                ),
-                id=episode.workflow_id,
-                task_queue=self.settings.task_queue,
-                # A closed episode's workflow id may run again (retry); a running one may not.
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                execution_timeout=None,
-            )
-        except WorkflowAlreadyStartedError:
-            return
-        except (RPCError, RuntimeError, OSError) as exc:
-            reason = rpc_reason(exc)
-            self.episodes.mark_not_started(episode.id, f"{NOT_STARTED}: {reason}")
-            raise WorkflowNotStarted(episode.id, reason) from None
+        loop = asyncio.get_running_loop()
+        down_since, delay = None, 0.5
+        while True:
+            try:
+                await self.client.start_workflow(
+                    "EpisodeWorkflow",
+                    EpisodeInput(
+                        episode.id,
+                        policy or episode.policy,
+                        budgets,
+                        retry_budget_s=self.settings.activity_retry_budget_s,
+                    ),
+                    id=episode.workflow_id,
+                    task_queue=self.settings.task_queue,
+                    # A closed episode's workflow id may run again (retry); a running one may not.
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    execution_timeout=None,
+                )
+                return
+            except WorkflowAlreadyStartedError:
+                # Started already: by an earlier attempt whose answer the outage swallowed.
+                return
+            except (RPCError, RuntimeError, OSError) as exc:
+                # Temporal restarting: keep trying (same workflow id, so a start that did land
+                # is not repeated) for up to outage_s, then give the row up as not started.
+                transient = not isinstance(exc, RPCError) or exc.status in TRANSIENT_RPC
+                down_since = down_since or loop.time()
+                if transient and loop.time() - down_since + delay <= self.outage_s:
+                    if self.on_outage is not None:
+                        self.on_outage(episode.id, loop.time() - down_since, rpc_reason(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                reason = rpc_reason(exc)
+                self.episodes.mark_not_started(episode.id, f"{NOT_STARTED}: {reason}")
+                raise WorkflowNotStarted(episode.id, reason) from None
 
     async def workflow_status(self, episode: Episode) -> WorkflowExecutionStatus | None:
         """The status of the episode's latest workflow run; None when it never started."""
@@ -159,11 +178,12 @@ class EpisodeService:
         return self.client.get_workflow_handle(episode.workflow_id, result_type=EpisodeResult)
 
     async def wait(
-        self, episode_id: str, timeout: float | None = None, outage_s: float = OUTAGE_WAIT_S
+        self, episode_id: str, timeout: float | None = None, outage_s: float | None = None
     ) -> EpisodeResult:
         """The episode's result. Temporal being unreachable for up to `outage_s` at a time (a
-        restart) is waited out; longer, the last RPC error is raised."""
+        restart; default self.outage_s) is waited out; longer, the last RPC error is raised."""
         episode = self.episodes.get(episode_id)
+        outage_s = self.outage_s if outage_s is None else outage_s
 
         async def poll() -> EpisodeResult:
             down_since, delay = None, 0.5

@@ -87,7 +87,10 @@ def test_submit_against_a_down_temporal_leaves_no_orphan_and_retry_starts_it(
     kill_temporal(stack)
     try:
         started = time.monotonic()
-        result = CliRunner().invoke(app, ["submit", str(path), "--policy", "oracle"])
+        # Temporal stays down past the wait for an outage: the starts are given up.
+        result = CliRunner().invoke(
+            app, ["submit", str(path), "--policy", "oracle", "--outage-wait", "3"]
+        )
         took = time.monotonic() - started
     finally:
         manager.up(stack)
@@ -98,6 +101,7 @@ def test_submit_against_a_down_temporal_leaves_no_orphan_and_retry_starts_it(
     lines = [line for line in result.output.splitlines() if "not submitted" in line]
     assert len([line for line in lines if line.startswith("[")]) == len(records), result.output
     assert "submitted 0, not submitted 3" in result.output
+    assert "Temporal unreachable" in result.output  # it said it was waiting
     assert took < 120, took
 
     repo = EpisodeRepository(stack)

@@ -21,6 +21,33 @@ from .settings import ServingSettings
 # (backend, replica name, ProgressEvent as a dict)
 EventCallback = Callable[[str, str, dict[str, Any]], None]
 POLL_S = 1.0  # how often a waiting caller re-checks its deadline
+LIVENESS_S = 3.0  # how often a waiting caller asks the GCS whether its replica still lives
+
+
+class _ReplicaLost(Exception):
+    """The replica serving a stream died or was restarted; the stream will not go on."""
+
+
+def incarnation(handle: Any) -> tuple[str, int, str] | None:
+    """(state, restarts, node id) of the actor behind `handle`, from the GCS; None if unknown.
+
+    A stream from an actor whose node was killed never ends by itself (its next item stays
+    pending, no RayActorError), so a caller that is still waiting compares this with what it
+    was when the call started."""
+    try:
+        info = ray._private.state.actors(actor_id=handle._actor_id.hex())
+        return info["State"], int(info["NumRestarts"]), info["Address"]["NodeID"]
+    except Exception:  # a private API; without it only the deadline applies
+        return None
+
+
+def lost(before: tuple[str, int, str] | None, now: tuple[str, int, str] | None) -> bool:
+    if before is None or now is None:
+        return False
+    state, restarts, node = now
+    if state == "DEAD" or restarts > before[1]:
+        return True
+    return before[0] == "ALIVE" and (state != "ALIVE" or node != before[2])
 
 
 @dataclass
@@ -93,31 +120,35 @@ class ReplicaPool:
     def info(self, backend: str) -> dict[str, Any]:
         """describe() of the first replica (model limits, checkpoint); waits for it to load."""
         if backend not in self._info:
-            handle = self.handles(backend)[0]
-            self._info[backend] = self._get(handle.describe.remote, backend, "describe")
+            self._info[backend] = self._get("describe", backend)
         return self._info[backend]
 
     def tokenizer(self, backend: str) -> Any:
         if backend not in self._tokenizers:
-            handle = self.handles(backend)[0]
-            self._tokenizers[backend] = self._get(handle.tokenizer.remote, backend, "tokenizer")
+            self._tokenizers[backend] = self._get("tokenizer", backend)
         return self._tokenizers[backend]
 
-    def _get(self, call: Callable[[], Any], backend: str, what: str) -> Any:
-        """``ray.get(call())``, waiting out a replica that is restarting."""
+    def _get(self, method: str, backend: str) -> Any:
+        """``ray.get`` of the first replica's `method`, waiting out a replica that is
+        restarting. A dead handle is dropped and the replica looked up again by name each
+        try (created anew if it is gone for good: its owner exited or dropped it), instead of
+        asking the dead one until the deadline."""
         deadline = time.perf_counter() + self.settings.call_timeout_s
         while True:
+            handle = self.handles(backend)[0]
             try:
-                return ray.get(call(), timeout=max(0.1, deadline - time.perf_counter()))
+                call = getattr(handle, method).remote()
+                return ray.get(call, timeout=max(0.1, deadline - time.perf_counter()))
             except RayActorError as exc:
                 if time.perf_counter() + 1.0 > deadline:
                     raise ReplicaUnavailable(
-                        f"{backend} replica unavailable ({what}): {exc}"
+                        f"{backend} replica unavailable ({method}): {exc}"
                     ) from None
+                self.forget(backend)
                 time.sleep(1.0)
             except GetTimeoutError:
                 raise GenerationTimeout(
-                    f"{backend} replica did not answer {what} in time"
+                    f"{backend} replica did not answer {method} in time"
                 ) from None
 
     def _pick(self, backend: str) -> tuple[int, Any]:
@@ -166,6 +197,8 @@ class ReplicaPool:
         t0 = time.perf_counter()
         useful_at: float | None = None
         received = False
+        started = incarnation(handle)
+        checked = time.perf_counter()
         stream = handle.generate.remote(asdict(request))
         try:
             while True:
@@ -175,7 +208,12 @@ class ReplicaPool:
                     ref = stream._next_sync(timeout_s=POLL_S)
                 except StopIteration:
                     raise ReplicaUnavailable(f"{name} ended the stream without a result") from None
-                if ref.is_nil():  # nothing yet; check the deadline again
+                if ref.is_nil():  # nothing yet; check the deadline and the replica again
+                    if time.perf_counter() - checked >= LIVENESS_S:
+                        checked = time.perf_counter()
+                        now = incarnation(handle)
+                        if lost(started, now):
+                            raise _ReplicaLost(f"was {started}, now {now}")
                     continue
                 item = ray.get(ref)
                 received = True
@@ -208,7 +246,7 @@ class ReplicaPool:
                     call_s=time.perf_counter() - t0,
                     call_ttfuo_s=None if useful_at is None else useful_at - t0,
                 )
-        except RayActorError as exc:
+        except (RayActorError, _ReplicaLost) as exc:
             if not received:
                 raise _NotStarted(f"{backend} replica {name} unavailable: {exc}") from None
             raise ReplicaUnavailable(

@@ -145,7 +145,15 @@ def replica_actor(settings: ServingSettings, backend: str, index: int):
         torch_threads=settings.replica_torch_threads,
     )
     cls = ray.remote(ModelReplica)
+    placement: dict[str, Any] = {}
+    if settings.replica_node_id:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            settings.replica_node_id, soft=True
+        )
     return cls.options(
+        **placement,
         name=spec.name,
         namespace=NAMESPACE,
         get_if_exists=True,

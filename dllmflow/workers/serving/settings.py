@@ -64,6 +64,9 @@ class ServingSettings(BaseSettings):
     # Non-detached replicas stop with the process that created them (the worker); detached
     # ones outlive it (`dllmflow models warm --detached`) until `dllmflow models stop`.
     replica_detached: bool = False
+    # A Ray node id (hex) the replicas prefer: soft affinity, so a replica that Ray restarts
+    # after that node is gone runs on another node (node-loss runs place them on a second node).
+    replica_node_id: str = ""
 
     # Decoding defaults for a turn.
     max_new_tokens: int = Field(default=160, ge=1)

@@ -155,6 +155,15 @@ def test_worker_killed_between_the_action_and_the_thinking(p_react_worker, world
         )
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
+        # Killed mid-thinking, or with the turn's checkpoint write waiting on the held slot:
+        # then the dead worker's Postgres session still waits, and a crash takes it down with
+        # the worker, so end it before letting go (else its INSERT would commit).
+        hold.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            )
+        )
         hold.rollback()
     assert "plan" not in by_kind(store.for_episode(eid), 0), "the held turn committed anyway"
     restart()

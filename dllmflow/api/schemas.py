@@ -133,6 +133,7 @@ class TimelineTurn(BaseModel):
     stats: dict[str, Any]
     repaired: bool = False
     copied_from: int | None = None
+    action_checkpoint_id: int | None = None  # P-ReAct: the action committed before the turn
     tool: ToolResult | None = None
 
 

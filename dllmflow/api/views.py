@@ -40,6 +40,11 @@ def timeline(checkpoints: Iterable[StoredCheckpoint]) -> list[TimelineTurn]:
     by_step: dict[int, TimelineTurn] = {}
     for cp in checkpoints:
         p = cp.payload
+        if cp.kind == "action":  # P-ReAct: the turn's action, committed before the turn ended
+            row = by_step.get(cp.step)
+            if row is not None:
+                row.action_checkpoint_id = cp.id
+            continue
         if cp.kind == "tool":
             row = by_step.get(cp.step)
             if row is not None:
@@ -80,10 +85,15 @@ class WaterfallStep:
     backend: str
     tool: str | None
     timings: dict[str, float]
+    # P-ReAct: seconds into the step at which the tool started (None: after the turn), and
+    # the seconds the tool ran while the turn was still decoding.
+    tool_start: float | None = None
+    overlap: float = 0.0
 
     @property
     def total(self) -> float:
-        return sum(self.timings.values())
+        """The step's wall time: its parts, less the time two of them ran at once."""
+        return max(0.0, sum(self.timings.values()) - self.overlap)
 
 
 def waterfall_steps(
@@ -103,6 +113,8 @@ def waterfall_steps(
                 timings={
                     k: max(0.0, float((r.get("timings") or {}).get(k) or 0.0)) for k in SEGMENTS
                 },
+                tool_start=_float(r.get("tool_start")),
+                overlap=max(0.0, _float(r.get("overlap")) or 0.0),
             )
             for i, r in enumerate(recorded)
         ]
@@ -124,6 +136,7 @@ class Bar:
     x: float  # percent of the chart width
     width: float
     seconds: float
+    overlapped: bool = False  # P-ReAct: a tool bar drawn inside its turn's decode
 
 
 @dataclass
@@ -142,7 +155,8 @@ class Waterfall:
 
 
 def layout_waterfall(steps: Sequence[WaterfallStep], provisional: bool = False) -> Waterfall:
-    """Each step starts where the previous one ended; segments stack left to right.
+    """Each step starts where the previous one ended; segments stack left to right, except a
+    P-ReAct step's tool bar, which starts where the tool did: inside the decode bar.
     Positions are percentages of the episode's summed step time."""
     total = sum(s.total for s in steps)
     scale = 100.0 / total if total > 0 else 0.0
@@ -151,7 +165,10 @@ def layout_waterfall(steps: Sequence[WaterfallStep], provisional: bool = False) 
         bars, x = [], cursor
         for seg in SEGMENTS:
             secs = s.timings.get(seg, 0.0)
-            if secs > 0:
+            if secs > 0 and seg == "tool" and s.tool_start is not None:
+                at = cursor + s.tool_start
+                bars.append(Bar(seg, round(at * scale, 3), round(secs * scale, 3), secs, True))
+            elif secs > 0:
                 bars.append(Bar(seg, round(x * scale, 3), round(secs * scale, 3), secs))
                 x += secs
         rows.append(WaterfallRow(s, bars, cursor))

@@ -430,7 +430,8 @@ def show(episode_id: str, as_json: bool = typer.Option(False, "--json")) -> None
             "backend": cp.backend,
             "model": cp.model,
             "timings": cp.timings,
-            "valid": cp.payload.get("valid", cp.payload.get("ok")),
+            # kind "action": a P-ReAct turn's action, committed (and valid) before the turn ended
+            "valid": True if cp.kind == "action" else cp.payload.get("valid", cp.payload.get("ok")),
             "action": cp.payload.get("action"),
             "error": cp.payload.get("error"),
             "reused_from": cp.payload.get("copied_from"),

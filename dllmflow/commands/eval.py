@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,26 @@ LIMIT_OPTION = typer.Option(None, min=1, help="Only the first N questions.")
 MAX_TURNS_OPTION = typer.Option(None, min=2)
 MAX_TOOL_CALLS_OPTION = typer.Option(None, min=1)
 DEADLINE_OPTION = typer.Option(None, min=1, help="Wall clock per episode.")
+TOOL_LATENCY_OPTION = typer.Option(
+    None,
+    "--tool-latency",
+    help="Injected tool latency of the run's worker: 'realistic' (search p50 0.6 s, long "
+    "tail; fetch p50 0.9 s) or a profile such as search=lognormal:0.6:2.0,fetch=fixed:0.9 "
+    "(on a dedicated worker). Real HTTP fetches keep their real latency.",
+)
+
+
+def _tool_latency(spec: str | None) -> str | None:
+    """The --tool-latency value checked now (one line naming the bad entry), not in a worker."""
+    if spec is None:
+        return None
+    from dllmflow.workers.tools.latency import LatencyProfile, LatencySpecError
+
+    try:
+        LatencyProfile.parse(spec)
+    except LatencySpecError as exc:
+        raise ValueError(f"--tool-latency: {exc}") from None
+    return spec
 
 
 def _command_line(sub: str | None = None) -> str | None:
@@ -193,6 +213,7 @@ def _serving_line(variant: Any) -> str:
         f"diffusion checkpoint {checkpoint}, tau {d['tau']:g}, "
         f"P-ReAct {'on' if d['p_react'] else 'off'}"
         + (f", max {steps} denoising steps per turn" if steps else "")
+        + (f", tool latency {d['tool_latency']}" if d.get("tool_latency") else "")
     )
 
 
@@ -241,6 +262,7 @@ def eval_command(
         help="P-ReAct action-first decoding on/off (on a dedicated worker).",
         show_default=False,
     ),
+    tool_latency: str | None = TOOL_LATENCY_OPTION,
 ) -> None:
     """Run every question under every policy as real episodes; write metrics, CSV, report, plots.
 
@@ -260,6 +282,7 @@ def eval_command(
     if tau is not None and tau <= 0:
         raise ValueError(f"--tau must be in (0, 1] (got {tau})")
     variant = variant_from_flags(ablate, tau, p_react)
+    variant = replace(variant, tool_latency=_tool_latency(tool_latency))
     records = _read_records(questions, limit)
     budgets = budgets_from(max_turns, max_tool_calls, max_denoise_steps, deadline_s)
     serving = variant.describe()
@@ -276,6 +299,7 @@ def eval_command(
         diffusion_checkpoint=variant.diffusion_checkpoint,
         action_first=p_react,
         variant=variant.name if variant.needs_worker else None,
+        tool_latency=variant.tool_latency,
     )
     s = settings()
     if variant.needs_worker:
@@ -285,7 +309,8 @@ def eval_command(
         err_console.print(
             f"[yellow]variant {variant.name}:[/] dedicated worker with diffusion checkpoint "
             f"{serving['diffusion_checkpoint']}, tau {serving['tau']:g}, "
-            f"P-ReAct {'on' if serving['p_react'] else 'off'}",
+            f"P-ReAct {'on' if serving['p_react'] else 'off'}"
+            + (f", tool latency {variant.tool_latency}" if variant.tool_latency else ""),
             highlight=False,
         )
     _load_corpus(s, corpus)
@@ -325,6 +350,7 @@ def sweep_command(
     max_turns: int | None = MAX_TURNS_OPTION,
     max_tool_calls: int | None = MAX_TOOL_CALLS_OPTION,
     deadline_s: float | None = DEADLINE_OPTION,
+    tool_latency: str | None = TOOL_LATENCY_OPTION,
 ) -> None:
     """Run the base configuration and each variant (ablations, tau, denoising budget, P-ReAct),
     one after another, each on a dedicated worker; write one table: sweep.md/.json/.csv."""
@@ -335,6 +361,8 @@ def sweep_command(
 
     chosen = runner.parse_policies(policies)
     todo = parse_variants(variants if variants is not None else ",".join(DEFAULT_VARIANTS))
+    latency = _tool_latency(tool_latency)
+    todo = [replace(v, tool_latency=latency) for v in todo]  # one workload for every variant
     records = _read_records(questions, limit)
     base_budgets = budgets_from(max_turns, max_tool_calls, None, deadline_s)
     s = settings()
@@ -363,6 +391,7 @@ def sweep_command(
             action_first=described["p_react"],
             variant=variant.name,
             task_queue=variant_queue(s, variant),
+            tool_latency=latency,
         )
         # Every variant, base included, on its own fresh worker and replicas: same conditions.
         metrics = run_eval_dir(
@@ -389,6 +418,7 @@ def sweep_command(
                 "limit": limit,
                 "concurrency": concurrency,
                 "budgets": asdict(base_budgets),
+                "tool_latency": latency,
             },
             command,
         )

@@ -113,6 +113,20 @@ def mean_waterfall(records: Sequence[Record]) -> dict[str, float]:
     return {part: value / n for part, value in totals.items()}
 
 
+def overlap_stats(records: Sequence[Record]) -> dict[str, Any]:
+    """P-ReAct: per episode, the mean seconds a tool call ran inside its turn's decode, and the
+    share of tool-calling steps whose tool started before the turn ended."""
+    rows = [row for r in records for row in (r.get("waterfall") or []) if row.get("tool")]
+    tool_rows = [row for row in rows if row.get("tool") not in ("answer",)]
+    early = [row for row in tool_rows if row.get("tool_start") is not None]
+    overlap = sum(float(row.get("overlap") or 0.0) for row in early)
+    return {
+        "overlap_mean_s": overlap / (len(records) or 1),
+        "overlapped_steps": len(early),
+        "overlapped_step_share": _ratio(len(early), len(tool_rows)),
+    }
+
+
 def summarize(records: Sequence[Record], price_per_hour: float | None = None) -> dict[str, Any]:
     """Every reported metric for one group of episodes (one policy or one arm)."""
     price = gpu_price_per_hour() if price_per_hour is None else price_per_hour
@@ -140,6 +154,8 @@ def summarize(records: Sequence[Record], price_per_hour: float | None = None) ->
         "gpu_price_per_hour": price,
         "cost_per_success": cost_per_success(records, price),
         "waterfall_mean_s": mean_waterfall(records),
+        **{f"waterfall_{k}_s": v for k, v in mean_waterfall(records).items()},
+        **overlap_stats(records),
     }
 
 

@@ -88,6 +88,13 @@ ROWS = (
     ("latency p99 (s)", "latency_p99_s", "s"),
     ("time to first useful output p50 (s)", "first_useful_p50_s", "s"),
     ("tokens / forward pass", "tokens_per_forward", "num"),
+    ("decode s / episode (waterfall)", "waterfall_decode_s", "s"),
+    ("tool s / episode (waterfall)", "waterfall_tool_s", "s"),
+    ("orchestration s / episode (waterfall)", "waterfall_orchestration_s", "s"),
+    ("checkpoint s / episode (waterfall)", "waterfall_checkpoint_s", "s"),
+    ("queue s / episode (waterfall)", "waterfall_queue_s", "s"),
+    ("tool inside decode s / episode (P-ReAct overlap)", "overlap_mean_s", "s"),
+    ("tool calls started inside the decode", "overlapped_step_share", "pct"),
     ("GPU-seconds (total)", "gpu_seconds", "s"),
     ("cost / successful task", "cost_per_success", "usd"),
 )

@@ -28,7 +28,7 @@ from dllmflow.evaluation.variants import (  # noqa: F401 (re-exported: runner.AB
 )
 from dllmflow.store.db import transaction
 from dllmflow.store.models import Checkpoint, Episode, EpisodeStatus, EvalRun
-from dllmflow.workflows.types import POLICIES, ROLE_KIND, Budgets
+from dllmflow.workflows.types import ACTION_KIND, POLICIES, ROLE_KIND, Budgets
 
 RUN_FILE = "run.json"
 MANIFEST_FILE = "episodes.jsonl"
@@ -55,6 +55,7 @@ class EvalConfig:
     variant: str | None = None
     task_queue: str | None = None
     episode_timeout_s: float | None = None
+    tool_latency: str | None = None  # DLLMFLOW_TOOL_LATENCY of the run's worker
 
 
 def parse_policies(text: str) -> list[str]:
@@ -160,12 +161,16 @@ def episode_record(settings: Settings, episode_id: str) -> dict[str, Any]:
             .where(
                 Checkpoint.episode_id == episode_id,
                 Checkpoint.superseded_at.is_(None),
-                Checkpoint.kind.in_(TURN_KINDS),
+                Checkpoint.kind.in_((*TURN_KINDS, ACTION_KIND)),
             )
             .order_by(Checkpoint.step, Checkpoint.id)
         ).all()
         turn_stats, first_useful = [], None
         for cp in cps:
+            if cp.kind == ACTION_KIND:  # P-ReAct: the action, usable before its turn ended
+                if first_useful is None:
+                    first_useful = (cp.created_at - ep.created_at).total_seconds()
+                continue
             stats = cp.payload.get("stats") or {}
             valid = bool(cp.payload.get("valid"))
             if valid and cp.payload.get("action") and first_useful is None:

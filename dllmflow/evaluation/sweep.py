@@ -32,6 +32,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("latency p50 (s)", "latency_p50_s", "s"),
     ("latency p95 (s)", "latency_p95_s", "s"),
     ("tokens / forward pass", "tokens_per_forward", "num"),
+    ("decode s / ep", "waterfall_decode_s", "s"),
+    ("tool s / ep", "waterfall_tool_s", "s"),
+    ("orchestration s / ep", "waterfall_orchestration_s", "s"),
+    ("checkpoint s / ep", "waterfall_checkpoint_s", "s"),
+    ("tool inside decode s / ep", "overlap_mean_s", "s"),
     ("dead-lettered", "dead_lettered", "num"),
 )
 METRIC_KEYS = (
@@ -49,6 +54,13 @@ METRIC_KEYS = (
     "tokens_per_forward",
     "dead_lettered",
     "failed",
+    "waterfall_queue_s",
+    "waterfall_decode_s",
+    "waterfall_tool_s",
+    "waterfall_orchestration_s",
+    "waterfall_checkpoint_s",
+    "overlap_mean_s",
+    "overlapped_step_share",
 )
 
 
@@ -119,7 +131,10 @@ def render_sweep(
         "episodes.csv); variants with serving overrides (checkpoint, tau, P-ReAct) ran on a "
         "dedicated worker with replicas of their own. Invalid-action rate is invalid turns / "
         "turns (after the one bounded repair); latency is end to end per episode; tokens / "
-        "forward pass is over model turns; dead-lettered episodes count as wrong. max steps / "
+        "forward pass is over model turns; dead-lettered episodes count as wrong. The "
+        "waterfall columns are seconds per episode summed over its steps; with P-ReAct a tool "
+        "call runs inside its turn's decode for 'tool inside decode' seconds, so the parts add "
+        "up to more than the episode took. max steps / "
         "turn is the per-turn denoising budget where a variant sets it (else the budget "
         f"{config.get('budgets', {}).get('max_denoise_steps')}).",
         "",

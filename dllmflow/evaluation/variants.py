@@ -60,6 +60,9 @@ class Variant:
     tau: float | None = None
     action_first: bool | None = None
     max_denoise_steps: int | None = None
+    # Injected tool latency of the variant's worker (DLLMFLOW_TOOL_LATENCY: a profile or a
+    # preset such as "realistic"); a workload setting shared by every variant of a sweep.
+    tool_latency: str | None = None
 
     @property
     def slug(self) -> str:
@@ -83,7 +86,7 @@ class Variant:
 
     @property
     def needs_worker(self) -> bool:
-        return bool(self.serving_overrides())
+        return bool(self.serving_overrides()) or self.tool_latency is not None
 
     def worker_env(self, replica_group: str) -> dict[str, str]:
         """DLLMFLOW_* variables for the variant's worker; the replica group keeps its replicas
@@ -93,6 +96,8 @@ class Variant:
             for k, v in self.serving_overrides().items()
         }
         env["DLLMFLOW_REPLICA_GROUP"] = replica_group
+        if self.tool_latency is not None:
+            env["DLLMFLOW_TOOL_LATENCY"] = self.tool_latency
         return env
 
     def serving(self) -> Any:
@@ -116,6 +121,7 @@ class Variant:
             "tau": serving.tau,
             "p_react": serving.action_first,
             "max_denoise_steps": self.max_denoise_steps,
+            "tool_latency": self.tool_latency,
         }
 
 

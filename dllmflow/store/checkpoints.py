@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from dllmflow.config import Settings
@@ -20,6 +20,9 @@ from dllmflow.store.models import Checkpoint
 
 CHECKPOINTS = Checkpoint.__table__
 LIVE = CHECKPOINTS.c.superseded_at.is_(None)
+# Within a step: the model turn, then a P-ReAct turn's early action, then the tool call, in
+# whatever order they were written (a P-ReAct tool call can commit before its turn).
+KIND_ORDER = case((CHECKPOINTS.c.kind == "action", 1), (CHECKPOINTS.c.kind == "tool", 2), else_=0)
 
 
 def content_hash(value: Any) -> str:
@@ -72,7 +75,11 @@ class CheckpointStore:
         return StoredCheckpoint.of(row) if row else None
 
     def _all(self, *where: Any) -> list[StoredCheckpoint]:
-        query = select(CHECKPOINTS).where(*where).order_by(CHECKPOINTS.c.step, CHECKPOINTS.c.id)
+        query = (
+            select(CHECKPOINTS)
+            .where(*where)
+            .order_by(CHECKPOINTS.c.step, KIND_ORDER, CHECKPOINTS.c.id)
+        )
         rows = run_autocommit(self.settings, lambda conn: conn.execute(query).all())
         return [StoredCheckpoint.of(r) for r in rows]
 
@@ -134,7 +141,7 @@ class CheckpointStore:
     def for_episode(
         self, episode_id: str, before_step: int | None = None
     ) -> list[StoredCheckpoint]:
-        """Live checkpoints in step order (turn before its tool call within a step)."""
+        """Live checkpoints in step order (turn, early action, tool call within a step)."""
         where = [CHECKPOINTS.c.episode_id == episode_id, LIVE]
         if before_step is not None:
             where.append(CHECKPOINTS.c.step < before_step)
@@ -153,11 +160,11 @@ class CheckpointStore:
         )
 
     def turn_at(self, episode_id: str, step: int) -> StoredCheckpoint | None:
-        """The live model-turn checkpoint of a step (not its tool call)."""
+        """The live model-turn checkpoint of a step (not its tool call or early action)."""
         return self._one(
             CHECKPOINTS.c.episode_id == episode_id,
             CHECKPOINTS.c.step == step,
-            CHECKPOINTS.c.kind != "tool",
+            CHECKPOINTS.c.kind.not_in(("tool", "action")),
             LIVE,
         )
 

@@ -53,13 +53,16 @@ def workflow_runner() -> WorkflowRunner:
     return SandboxedWorkflowRunner()
 
 
-def build_worker(
+def build_worker(  # called on the worker's running event loop
     client: Client,
     settings: Settings,
     pool: ThreadPoolExecutor,
     generators: dict[str, TurnGenerator] | None = None,
 ) -> Worker:
     activities = EpisodeActivities(settings, generators)
+    # Model turns signal their workflow when a P-ReAct action is committed; the client's
+    # calls run on this (the worker's) event loop.
+    activities.connect_workflows(client, asyncio.get_running_loop())
     return Worker(
         client,
         task_queue=settings.task_queue,

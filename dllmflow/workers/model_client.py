@@ -45,7 +45,8 @@ class ModelTurnGenerator:
 
     def generate(self, request: GenerateRequest, on_progress: ProgressCallback) -> GeneratedTurn:
         kind = ROLE_KIND.get(request.role, "chat")
-        prefix = request.repair_prefix or ""
+        prefix = request.repair_prefix or request.action_prefix or ""
+        action_first = self.serving.action_first and not request.repair_prefix
 
         def on_event(backend: str, replica: str, event: dict[str, Any]) -> None:
             on_progress(
@@ -60,7 +61,9 @@ class ModelTurnGenerator:
                     "forward_passes": event["forward_passes"],
                     "refinement_passes": event["refinement_passes"],
                     "action_ready": event["action_text"] is not None,
-                    "repair": bool(prefix),
+                    "action_text": event["action_text"],
+                    "action_first": action_first,
+                    "repair": bool(request.repair_prefix),
                     "done": event["done"],
                 }
             )
@@ -75,7 +78,12 @@ class ModelTurnGenerator:
         out, result = routed.outcome, routed.outcome.result
         if prefix:
             routed.routing["repair_prefix_chars"] = len(prefix)
-        if result["stop_reason"] == "not_converged":
+        # An action-first turn whose action span was committed keeps its action when the
+        # budget runs out while the thinking is refined: the action is what the tool runs.
+        action_committed = action_first and (
+            result.get("action_ready_pass") is not None or bool(request.action_prefix)
+        )
+        if result["stop_reason"] == "not_converged" and not action_committed:
             raise NotConverged(
                 f"{out.backend} turn (episode {request.episode_id}, step {request.step}) used "
                 f"its denoising budget ({request.max_denoise_steps} passes) without closing "
@@ -93,6 +101,7 @@ class ModelTurnGenerator:
             refinement_passes=result["refinement_passes"],
             stop_reason=result["stop_reason"],
             action_ready_s=ready,
+            action_first=action_first,
             routing=routed.routing,
         )
 
@@ -101,7 +110,7 @@ class ModelTurnGenerator:
         slot = self.backends[backend]
         info = slot.limits()
         count = slot.count_tokens
-        prefix = request.repair_prefix or ""
+        prefix = request.repair_prefix or request.action_prefix or ""
         budget = self.serving.max_new_tokens
         room = info["max_position"] - budget - info["prompt_slack"] - 16
         budget_tokens = self.serving.context_tokens or info.get("context_tokens") or CONTEXT_TOKENS
@@ -119,6 +128,7 @@ class ModelTurnGenerator:
             max_new_tokens=budget,
             tau=self.serving.tau,
             max_denoise_steps=request.max_denoise_steps if backend == "diffusion" else None,
-            action_first=self.serving.action_first and not prefix,
+            action_first=self.serving.action_first and not request.repair_prefix,
+            action_in_prompt=bool(request.action_prefix) and not request.repair_prefix,
             request_id=f"{request.episode_id}:{request.step}:{backend}:{uuid.uuid4().hex[:8]}",
         )

@@ -27,6 +27,9 @@ class GenerateRequest:
     history: list[Step]
     max_denoise_steps: int
     repair_prefix: str | None = None  # re-decode only what follows this (the action span)
+    # P-ReAct resume: the action span committed (and checkpointed) by an earlier attempt; only
+    # the thinking after it is decoded.
+    action_prefix: str | None = None
 
 
 @dataclass
@@ -41,6 +44,7 @@ class GeneratedTurn:
     refinement_passes: int = 0
     stop_reason: str = "action_closed"
     action_ready_s: float | None = None  # P-ReAct: when the action span was complete
+    action_first: bool = False  # decoded action-first (P-ReAct order)
     routing: dict[str, Any] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ retries and replays never recompute (or re-execute a tool) once a checkpoint is 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import threading
@@ -21,7 +22,15 @@ from sqlalchemy import exc as sa_exc
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from dllmflow.agent.actions import parse_turn
+from dllmflow.agent.actions import (
+    ACTION_CLOSE,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Action,
+    ActionError,
+    parse_action,
+    parse_turn,
+)
 from dllmflow.agent.prompting import Step
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import (
@@ -35,7 +44,10 @@ from dllmflow.store.models import EpisodeStatus
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream, count_execution
 from dllmflow.workers.turns import GenerateRequest, NotConverged, TurnGenerator, generator_for
 from dllmflow.workflows.types import (
+    ACTION_KIND,
+    ACTION_READY_SIGNAL,
     ROLE_KIND,
+    ActionReady,
     DeadLetterRequest,
     FinishRequest,
     StepTimings,
@@ -52,6 +64,9 @@ HEARTBEAT_INTERVAL_S = 2.0  # well inside the activities' 15 s heartbeat timeout
 CHECKPOINT_OUTAGE_S = 600.0
 QUESTION_CACHE_SIZE = 4096
 BAD_EPISODE = "InvalidEpisode"
+SIGNAL_TIMEOUT_S = 10.0
+TURN_KINDS = frozenset(ROLE_KIND.values())
+EARLY_TOOLS = ("search", "fetch")  # the tools a P-ReAct turn starts before its thinking ends
 log = logging.getLogger(__name__)
 
 
@@ -96,6 +111,8 @@ def history_steps(checkpoints: list[StoredCheckpoint]) -> list[Step]:
     steps: list[Step] = []
     by_step: dict[int, Step] = {}
     for cp in checkpoints:
+        if cp.kind == ACTION_KIND:  # the same action is in the step's turn checkpoint
+            continue
         if cp.kind == "tool":
             if cp.step in by_step:
                 outcome = cp.payload
@@ -120,6 +137,12 @@ def episode_metrics(req: FinishRequest | DeadLetterRequest) -> dict[str, Any]:
     }
 
 
+def _thinking_after(text: str) -> str:
+    """The thinking of an action-first turn whose thinking span never closed."""
+    rest = text.split(ACTION_CLOSE, 1)[-1]
+    return rest.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
+
+
 def writer_check(role: str, tool: str | None) -> str | None:
     if role == "writer" and tool != "answer":
         return "the writer must use the answer tool"
@@ -139,6 +162,35 @@ class EpisodeActivities:
         self._tools = None
         self._questions: dict[str, dict[str, Any]] = {}
         self._questions_lock = threading.Lock()
+        self._client: Any = None  # temporalio Client, for the P-ReAct signal
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def connect_workflows(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Let activities signal their workflow (the worker's client, on the worker's loop)."""
+        self._client, self._loop = client, loop
+
+    def announce_action(self, ready: ActionReady) -> bool:
+        """Tell this activity's workflow that its turn's action is committed (P-ReAct).
+
+        Best effort: a signal that does not arrive only costs the overlap, since the workflow
+        runs the tool after the turn either way and the tool call is idempotent.
+        """
+        if self._client is None or self._loop is None:
+            return False
+        info = activity.info()
+        handle = self._client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        future = asyncio.run_coroutine_threadsafe(
+            handle.signal(ACTION_READY_SIGNAL, ready), self._loop
+        )
+        try:
+            future.result(timeout=SIGNAL_TIMEOUT_S)
+        except Exception as exc:
+            future.cancel()
+            log.warning(
+                "action_ready of %s step %s not signalled: %s", info.workflow_id, ready.step, exc
+            )
+            return False
+        return True
 
     def notify(self, episode_id: str, kind: str, /, **data: Any) -> None:
         """Publish a progress event if Redis is up. Events are a live view, never the record
@@ -197,13 +249,31 @@ class EpisodeActivities:
         cached = next((cp for cp in stored if cp.idempotency_key == key), None)
         if cached is not None:
             return self._turn_summary(cached, cached=True, queue_s=queue_s, checkpoint_s=0.0)
+        # P-ReAct: an earlier attempt committed this turn's action (and the workflow may have
+        # run its tool): keep it, say so again (that signal may be what the crash lost) and
+        # decode only the thinking after it.
+        action_key = idempotency_key(req.episode_id, req.step, ACTION_KIND, inputs)
+        early: list[StoredCheckpoint] = [cp for cp in stored if cp.idempotency_key == action_key]
+        if early:
+            tool = early[0].payload["action"]["tool"]
+            self.announce_action(ActionReady(req.step, early[0].id, tool))
 
         beat = Beat("waiting for a replica")
+        # Counted before the work, so a rerun of a turn that never committed is visible.
+        execution = count_execution(self.settings, key, req.episode_id)
 
         def on_progress(event: dict[str, Any]) -> None:
             phase = event.get("event", "progress")
             beat.phase = phase  # keep_alive reports it with its next heartbeat
-            details = {k: v for k, v in event.items() if k != "event"}
+            span = event.get("action_text")
+            if span and not early and event.get("action_first") and not event.get("done"):
+                committed = self._commit_action(req, span, action_key, inputs, event, execution)
+                if committed is not None:
+                    early.append(committed)
+                    self.announce_action(
+                        ActionReady(req.step, committed.id, committed.payload["action"]["tool"])
+                    )
+            details = {k: v for k, v in event.items() if k not in ("event", "action_text")}
             self.notify(
                 req.episode_id,
                 "model_progress",
@@ -221,12 +291,12 @@ class EpisodeActivities:
             question=question,
             history=history,
             max_denoise_steps=req.max_denoise_steps,
+            action_prefix=early[0].payload["span"] if early else None,
         )
-        # Counted before the work, so a rerun of a turn that never committed is visible.
-        execution = count_execution(self.settings, key, req.episode_id)
         with keep_alive(beat):
             generator = self.generator(req.policy)
-            turn, parsed, error, repaired = self._generate(generator, request, on_progress)
+            turn, parsed, error, repaired = self._generate(generator, request, on_progress, early)
+        decode_ended_at = time.time()
         action = parsed.action if error is None else None
         payload = {
             "text": turn.text,
@@ -238,7 +308,11 @@ class EpisodeActivities:
             "inputs_hash": inputs,
             "stats": turn.stats(),
             "execution": execution,
+            "decode_ended_at": decode_ended_at,
         }
+        if early:
+            payload["action_checkpoint_id"] = early[0].id
+            payload["resumed"] = request.action_prefix is not None
         write_start = time.perf_counter()
         stored, _ = self._save(
             f"{req.role} turn",
@@ -259,14 +333,67 @@ class EpisodeActivities:
         self.notify(req.episode_id, "turn", **asdict(summary))
         return summary
 
+    def _commit_action(
+        self,
+        req: TurnRequest,
+        span: str,
+        key: str,
+        inputs: str,
+        event: dict[str, Any],
+        execution: int,
+    ) -> StoredCheckpoint | None:
+        """Checkpoint an action span committed before the turn ended, if its tool can start now
+        (a valid search or fetch of a non-writer turn); None otherwise (the turn goes on as a
+        think-first one would: its tool, if any, runs after it)."""
+        if req.role == "writer":
+            return None
+        inner = span.removeprefix("<action>").removesuffix(ACTION_CLOSE).strip()
+        try:
+            action = parse_action(inner)
+        except ActionError:
+            return None
+        if action.tool not in EARLY_TOOLS:
+            return None
+        stored, _ = self.checkpoints.save(
+            episode_id=req.episode_id,
+            step=req.step,
+            kind=ACTION_KIND,
+            key=key,
+            payload={
+                "span": span,
+                "action": {"tool": action.tool, "args": action.args},
+                "inputs_hash": inputs,
+                "execution": execution,
+                "committed_at": time.time(),
+                "forward_passes": event.get("forward_passes"),
+                "refinement_passes": event.get("refinement_passes"),
+            },
+            role=req.role,
+            backend=event.get("backend"),
+            model=action.tool,
+        )
+        self.notify(req.episode_id, "action_ready", step=req.step, tool=action.tool)
+        return stored
+
     def _generate(
-        self, generator: TurnGenerator, request: GenerateRequest, on_progress: Any
+        self,
+        generator: TurnGenerator,
+        request: GenerateRequest,
+        on_progress: Any,
+        early: list[StoredCheckpoint],
     ) -> tuple[Any, Any, str | None, bool]:
         try:
             turn = generator.generate(request, on_progress)
             parsed = parse_turn(turn.text)
             repaired = False
             error = parsed.error or writer_check(request.role, parsed.action and parsed.action.tool)
+            if early:
+                # The committed action is the turn's action (its tool may have run already);
+                # the thinking is what followed it.
+                committed = early[0].payload["action"]
+                thinking = parsed.thinking or _thinking_after(turn.text)
+                parsed = type(parsed)(thinking, Action(committed["tool"], committed["args"]), None)
+                error = None
             if error and parsed.thinking and request.policy != "oracle":
                 # One bounded repair: keep the thinking, re-decode only the action span.
                 request.repair_prefix = turn.text.split("<action>")[0] + "<action>"
@@ -315,8 +442,13 @@ class EpisodeActivities:
     @activity.defn(name="tool_call")
     def tool_call(self, req: ToolRequest) -> ToolSummary:
         # One read for the step's turn and, if a retry finds one, its committed tool call.
+        started_at = time.time()
         at_step = self.checkpoints.at_step(req.episode_id, req.step)
-        turn = next((cp for cp in at_step if cp.kind != "tool"), None)
+        # The turn's checkpoint, or (P-ReAct, the turn still refining its thinking) the
+        # checkpoint of its committed action: the same action, so the same tool-call key.
+        turn = next((cp for cp in at_step if cp.kind in TURN_KINDS), None) or next(
+            (cp for cp in at_step if cp.kind == ACTION_KIND), None
+        )
         if turn is None or not turn.payload.get("action"):
             raise ApplicationError(
                 f"episode {req.episode_id} step {req.step} has no valid action to execute",
@@ -328,8 +460,6 @@ class EpisodeActivities:
         cached = next((cp for cp in at_step if cp.idempotency_key == key), None)
         if cached is not None:
             return self._tool_summary(cached, cached=True, checkpoint_s=0.0)
-        from dllmflow.agent.actions import Action
-
         # Counted before the call, so a call that ran and never committed is visible as a rerun.
         execution = count_execution(self.settings, key, req.episode_id)
         with keep_alive(f"tool {action_payload['tool']}"):
@@ -343,6 +473,9 @@ class EpisodeActivities:
             "error": outcome.error,
             "corpus_version": outcome.corpus_version,
             "latency_s": outcome.latency_s,
+            "injected_delay_s": outcome.injected_delay_s,
+            "started_at": started_at,
+            "early": turn.kind == ACTION_KIND,
         }
         write_start = time.perf_counter()
         stored, _ = self._save(

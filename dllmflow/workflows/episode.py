@@ -7,6 +7,7 @@ the activities, and history carries keys and small summaries.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,8 +17,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from dllmflow.store.models import EpisodeStatus
     from dllmflow.workflows.types import (
+        ACTION_READY_SIGNAL,
         DEFAULT_RETRY_BUDGET_S,
         ROLE_KIND,
+        ActionReady,
         DeadLetterRequest,
         EpisodeInput,
         EpisodeResult,
@@ -92,6 +95,10 @@ TURN_OPTIONS = turn_options()
 TOOL_OPTIONS = tool_options()
 
 
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
 class DeadLettered(Exception):
     def __init__(self, step: int, kind: str, error: str, attempts: int) -> None:
         super().__init__(error)
@@ -125,6 +132,17 @@ class EpisodeWorkflow:
         self._bookkeeping = BOOKKEEPING
         self._turn_options = TURN_OPTIONS
         self._tool_options = TOOL_OPTIONS
+        # P-ReAct: actions committed before their turn ended, by step (from the signal), and
+        # the tool call started for the current step while its turn still decodes.
+        self._ready: dict[int, ActionReady] = {}
+        self._early_tool: asyncio.Task[ToolSummary] | None = None
+        self._early_tool_start = 0.0
+
+    @workflow.signal(name=ACTION_READY_SIGNAL)
+    def action_ready(self, ready: ActionReady) -> None:
+        """model_turn committed step ``ready.step``'s action: its tool may start now."""
+        if ready.step >= self._step:  # a late repeat for a finished step changes nothing
+            self._ready.setdefault(ready.step, ready)
 
     @workflow.query
     def progress(self) -> dict[str, object]:
@@ -145,11 +163,13 @@ class EpisodeWorkflow:
             await workflow.execute_activity("start_episode", inp.episode_id, **self._bookkeeping)
             writer_step = await self._loop(inp)
         except DeadLettered as dead:
+            self._drop_early_tool()
             await self._dead_letter(inp, dead)
             return self._result(inp, EpisodeStatus.DEAD_LETTERED, dead.error)
         except BaseException as exc:
             # A cancel reaches the workflow as asyncio.CancelledError, or as the ActivityError
             # that wraps the cancelled activity in flight: both end the episode `cancelled`.
+            self._drop_early_tool()
             if not is_cancelled_exception(exc):
                 raise
             await self._finish(inp, EpisodeStatus.CANCELLED, None, "cancelled by an operator")
@@ -211,21 +231,38 @@ class EpisodeWorkflow:
             if turn.tool == "answer":
                 self._role = "writer"
                 continue
-            tool = await self._tool(inp, step)
-            self._record(step, role, turn, tool)
+            if self._early_tool is not None:  # P-ReAct: started while the turn decoded
+                early, self._early_tool = self._early_tool, None
+                tool = await early
+                self._record(step, role, turn, tool, self._early_tool_start)
+            else:
+                tool = await self._tool(inp, step)
+                self._record(step, role, turn, tool)
             self._tool_calls += 1
             self._role = "seeker"
         return None
 
     async def _turn(self, inp: EpisodeInput, step: int, role: str) -> TurnSummary:
         sent = workflow.now()
+        decoding = workflow.start_activity(
+            "model_turn",
+            TurnRequest(inp.episode_id, step, role, inp.policy, inp.budgets.max_denoise_steps),
+            result_type=TurnSummary,
+            **self._turn_options,
+        )
+        if role != "writer":
+            # P-ReAct: the activity signals once the turn's action is committed; its tool call
+            # starts then, while the model keeps refining the thinking.
+            try:
+                await workflow.wait_condition(lambda: decoding.done() or step in self._ready)
+            except BaseException:  # cancelled while waiting: the turn is cancelled with it
+                decoding.cancel()
+                raise
+            if not decoding.done():
+                self._early_tool_start = _seconds(workflow.now() - sent)
+                self._early_tool = asyncio.ensure_future(self._tool(inp, step))
         try:
-            turn: TurnSummary = await workflow.execute_activity(
-                "model_turn",
-                TurnRequest(inp.episode_id, step, role, inp.policy, inp.budgets.max_denoise_steps),
-                result_type=TurnSummary,
-                **self._turn_options,
-            )
+            turn: TurnSummary = await decoding
         except ActivityError as exc:
             if is_cancelled_exception(exc):
                 raise
@@ -235,8 +272,14 @@ class EpisodeWorkflow:
         t = turn.timings
         t.orchestration = max(0.0, round_trip - t.queue - t.decode - t.checkpoint)
         if role == "writer" or turn.tool == "answer" or not turn.valid:
+            self._drop_early_tool()  # cannot happen: only a valid search/fetch is signalled
             self._record(step, role, turn, None)
         return turn
+
+    def _drop_early_tool(self) -> None:
+        if self._early_tool is not None and not self._early_tool.done():
+            self._early_tool.cancel()
+        self._early_tool = None
 
     async def _tool(self, inp: EpisodeInput, step: int) -> ToolSummary:
         sent = workflow.now()
@@ -251,20 +294,42 @@ class EpisodeWorkflow:
             if is_cancelled_exception(exc):
                 raise
             raise DeadLettered(step, "tool", _cause(exc), _attempts(exc)) from exc
-        self._last_checkpoint = tool.checkpoint_id
         round_trip = (workflow.now() - sent).total_seconds()
         t = tool.timings
         t.orchestration = max(0.0, round_trip - t.tool - t.checkpoint)
         return tool
 
-    def _record(self, step: int, role: str, turn: TurnSummary, tool: ToolSummary | None) -> None:
+    def _record(
+        self,
+        step: int,
+        role: str,
+        turn: TurnSummary,
+        tool: ToolSummary | None,
+        tool_start: float | None = None,
+    ) -> None:
         t = StepTimings(**vars(turn.timings))
+        overlap = 0.0
         if tool is not None:
+            self._last_checkpoint = max(turn.checkpoint_id, tool.checkpoint_id)
             t.tool = tool.timings.tool
             t.checkpoint += tool.timings.checkpoint
             t.orchestration += tool.timings.orchestration
+        if tool is not None and tool_start is not None:
+            # Both ran from tool_start until the first of them ended.
+            turn_s = turn.timings.queue + turn.timings.decode + turn.timings.checkpoint
+            turn_s += turn.timings.orchestration
+            tool_s = tool.timings.tool + tool.timings.checkpoint + tool.timings.orchestration
+            overlap = max(0.0, min(turn_s, tool_start + tool_s) - tool_start)
         self._waterfall.append(
-            WaterfallRow(step=step, role=role, backend=turn.backend, tool=turn.tool, timings=t)
+            WaterfallRow(
+                step=step,
+                role=role,
+                backend=turn.backend,
+                tool=turn.tool,
+                timings=t,
+                tool_start=tool_start,
+                overlap=overlap,
+            )
         )
 
     async def _finish(

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 POLICIES = ("routed", "ar", "diffusion", "ab", "shadow", "oracle")
 ROLE_KIND = {"planner": "plan", "seeker": "seek", "writer": "write"}
+# P-ReAct: the checkpoint of an action span committed before its turn ended, and the signal by
+# which the model_turn activity tells the workflow to start that action's tool call.
+ACTION_KIND = "action"
+ACTION_READY_SIGNAL = "action_ready"
 
 
 @dataclass
@@ -50,6 +54,15 @@ class TurnRequest:
     role: str
     policy: str
     max_denoise_steps: int
+
+
+@dataclass
+class ActionReady:
+    """Sent by model_turn once the action span of step ``step`` is committed and checkpointed."""
+
+    step: int
+    checkpoint_id: int
+    tool: str
 
 
 @dataclass
@@ -102,6 +115,10 @@ class WaterfallRow:
     backend: str
     tool: str | None
     timings: StepTimings
+    # P-ReAct: seconds from the turn's start to its tool call's start (None: the tool started
+    # after the turn), and the seconds the tool and the turn ran at the same time.
+    tool_start: float | None = None
+    overlap: float = 0.0
 
 
 @dataclass

@@ -34,6 +34,21 @@ def test_steps_cascade_and_segments_stack() -> None:
     assert chart.by_segment["decode"] == 5
 
 
+def test_a_p_react_tool_bar_starts_inside_the_decode_bar() -> None:
+    # decode 0..3 s; the tool started 1 s in and ran 2 s, all inside the decode.
+    overlapped = step(0, decode=3, tool=2, orchestration=1)
+    overlapped.tool_start, overlapped.overlap = 1.0, 2.0
+    chart = layout_waterfall([overlapped, step(1, decode=4)])
+    assert chart.total_s == 8  # 6 s of parts, 2 s of them at the same time, then 4 s
+    bars = {b.segment: b for b in chart.rows[0].bars}
+    assert bars["tool"].overlapped and not bars["decode"].overlapped
+    decode, tool = bars["decode"], bars["tool"]
+    assert decode.x < tool.x < decode.x + decode.width  # the tool starts inside the decode
+    assert (tool.x, tool.width) == (12.5, 25.0)
+    assert bars["orchestration"].x == 37.5  # the turn's own parts still stack
+    assert chart.rows[1].start_s == 4
+
+
 def test_empty_and_zero_length_waterfalls() -> None:
     assert layout_waterfall([]).rows == []
     chart = layout_waterfall([step(0)])

@@ -110,6 +110,21 @@ def test_mean_waterfall() -> None:
     }
 
 
+def test_overlap_stats_count_tool_calls_started_inside_their_turn() -> None:
+    early = {"tool": "search", "tool_start": 0.1, "overlap": 0.3, "timings": {"tool": 0.6}}
+    late = {"tool": "fetch", "tool_start": None, "overlap": 0.0, "timings": {"tool": 0.9}}
+    answer = {"tool": "answer", "timings": {"decode": 0.2}}
+    out = m.overlap_stats([episode(waterfall=[early, late, answer]), episode(waterfall=[early])])
+    assert out == {
+        "overlap_mean_s": pytest.approx(0.3),
+        "overlapped_steps": 2,
+        "overlapped_step_share": pytest.approx(2 / 3),
+    }
+    summary = m.summarize([episode(waterfall=[early, late])], price_per_hour=1.0)
+    assert summary["waterfall_tool_s"] == pytest.approx(1.5)
+    assert summary["overlap_mean_s"] == pytest.approx(0.3)
+
+
 def test_bootstrap_ci_is_deterministic_with_a_seed() -> None:
     values = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
     first = m.bootstrap_ci(values, seed=7)

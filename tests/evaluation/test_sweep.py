@@ -111,8 +111,15 @@ def test_overrides_reach_the_worker_environment_and_serving_settings(
         "tau": 0.95,
         "p_react": True,
         "max_denoise_steps": 9,
+        "tool_latency": None,
     }
     assert v.budgets(Budgets()).max_denoise_steps == 9
+    # The sweep's --tool-latency reaches every variant's worker, base included.
+    from dataclasses import replace
+
+    base = replace(parse_variant("base"), tool_latency="realistic")
+    assert base.needs_worker and base.worker_env("g")["DLLMFLOW_TOOL_LATENCY"] == "realistic"
+    assert "DLLMFLOW_TOOL_LATENCY" not in parse_variant("tau=0.7").worker_env("g")
     assert parse_variant("p-react=off").worker_env("g")["DLLMFLOW_ACTION_FIRST"] == "false"
     monkeypatch.delenv("DLLMFLOW_REPLICA_GROUP")
     assert replica_namespace() == "dllmflow"
@@ -157,7 +164,7 @@ def test_sweep_table_on_known_metrics(tmp_path: Path) -> None:
     assert table[0].startswith("| variant | policy | diffusion checkpoint | tau | P-ReAct |")
     assert table[2] == (
         "| base | diffusion | diffusion | 0.90 | off | - | 10 | 80.0% | +0.0 pp | 2.0% | 6.50 "
-        "| 4.50 | 3.00 | 7.25 | 12.00 | 0 |"
+        "| 4.50 | 3.00 | 7.25 | 12.00 | - | - | - | - | - | 0 |"
     )
     assert (
         "| max-steps=6 | diffusion | diffusion | 0.90 | off | 6 | 10 | 30.0% | -50.0 pp |"

@@ -425,3 +425,13 @@ def test_arena_growing_capacity_keeps_its_row_count(tiny_ar):
     for s in more:
         arena.add(s, 100)
     assert arena.allocated == (8, capacity)  # rows double when more are needed
+
+
+def test_a_resumed_p_react_turn_ends_at_its_thinking_close():
+    from dllmflow.models.sampling.base import find_turn_end
+
+    thinking = "\n<think>it is in the list</think> and more"
+    # The committed action span is in the prompt: the decoded text is the thinking only.
+    assert find_turn_end(thinking, True, True, action_in_prompt=True) == thinking.index(" and")
+    assert find_turn_end(thinking, True, True) is None  # without it the turn never ends
+    assert find_turn_end("\n<think>still going", True, True, action_in_prompt=True) is None

@@ -76,3 +76,46 @@ def test_executor_sleeps_the_sampled_delay_before_answering(monkeypatch):
     assert 0.1 <= slept[0] <= 0.9 and other.injected_delay_s != first.injected_delay_s
     assert first.result == [] and first.corpus_version == 3
     assert type(first).from_dict(first.to_dict()) == first
+
+
+def test_realistic_preset_is_the_production_waterfall():
+    profile = LatencyProfile.parse("realistic")
+    assert str(profile) == "search=lognormal:0.6:2,fetch=lognormal:0.9:2.5"
+    draws = [profile.sample("search", f"k{i}") for i in range(4000)]
+    assert statistics.median(draws) == pytest.approx(0.6, rel=0.08)
+    assert max(draws) > 3 * statistics.median(draws)  # the long tail
+    fetches = [profile.sample("fetch", f"k{i}") for i in range(4000)]
+    assert statistics.median(fetches) == pytest.approx(0.9, rel=0.08)
+
+
+def test_a_real_http_fetch_is_not_delayed(monkeypatch):
+    from dllmflow.config import load_settings
+    from dllmflow.workers.tools import ToolExecutor, executor
+    from dllmflow.workers.tools.base import ToolError
+    from dllmflow.workers.tools.settings import load_tool_settings
+
+    def missing(*a, **kw):
+        raise ToolError("no such document", corpus_version=1)
+
+    page = {
+        "id": "https://example.org/a",
+        "title": "a",
+        "url": "https://example.org/a",
+        "text": "t",
+        "page": 0,
+        "pages": 1,
+    }
+    monkeypatch.setattr(executor, "fetch", missing)
+    monkeypatch.setattr(executor, "http_fetch", lambda *a, **kw: page)
+    slept: list[float] = []
+    run = ToolExecutor(
+        load_settings(),
+        corpus="c",
+        tool_settings=load_tool_settings(http_fetch_allow="example.org"),
+        latency=LatencyProfile.parse("fetch=fixed:0.9"),
+        sleep=slept.append,
+    ).run
+    web = run({"tool": "fetch", "args": {"id": "https://example.org/a"}}, key="k")
+    assert web.source == "http" and web.injected_delay_s == 0.0 and slept == []
+    corpus_miss = run({"tool": "fetch", "args": {"id": "doc-1"}}, key="k")
+    assert corpus_miss.error and corpus_miss.injected_delay_s == 0.9 and slept == [0.9]

@@ -128,6 +128,8 @@ def get_waterfall(episode_id: str, state: ApiState = Depends(api_state)) -> dict
                 "backend": s.backend,
                 "tool": s.tool,
                 "timings": s.timings,
+                "tool_start": s.tool_start,
+                "overlap": s.overlap,
             }
             for s in steps
         ],

@@ -51,6 +51,9 @@ class GenerationRequest:
     max_denoise_steps: int | None = None  # diffusion: denoising passes per turn (None: unbounded)
     action_first: bool = False  # P-ReAct order: the action span is decoded before the thinking
     stop_at_action_close: bool = True  # think-first: stop as soon as ACTION_CLOSE is decoded
+    # P-ReAct resume: the prompt already ends with the committed action span, so only the
+    # thinking is decoded and the turn ends at its THINK_CLOSE.
+    action_in_prompt: bool = False
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -122,12 +125,18 @@ class SequenceState:
         return self.request.request_id
 
 
-def find_turn_end(text: str, action_first: bool, stop_at_action_close: bool) -> int | None:
+def find_turn_end(
+    text: str, action_first: bool, stop_at_action_close: bool, action_in_prompt: bool = False
+) -> int | None:
     """Index just past the tag that ends the turn in ``text``, or None if it has not ended.
 
     Think-first: the turn ends at ACTION_CLOSE. Action-first: at the THINK_CLOSE that follows
-    the closed action span.
+    the closed action span. ``action_in_prompt`` (the action span was committed earlier and is
+    part of the prompt): at the first THINK_CLOSE.
     """
+    if action_in_prompt:
+        think_close = text.find(THINK_CLOSE)
+        return None if think_close < 0 else think_close + len(THINK_CLOSE)
     close = text.find(ACTION_CLOSE)
     if close < 0:
         return None
@@ -370,7 +379,9 @@ class TokenSampler(Sampler):
         else:
             s.generated.append(token)
             s.text = self.decode_ids(s.generated)
-            end = find_turn_end(s.text, req.action_first, req.stop_at_action_close)
+            end = find_turn_end(
+                s.text, req.action_first, req.stop_at_action_close, req.action_in_prompt
+            )
             if end is not None:
                 s.text = s.text[:end]
                 self._finish(s, "turn_closed" if req.action_first else "action_closed")

@@ -194,7 +194,7 @@ class DiffusionSampler(Sampler):
         if has_eos:
             prefix = prefix[: prefix.index(self.eos_id)]
         text = self.text_of(prefix)
-        end = find_turn_end(text, req.action_first, req.stop_at_action_close)
+        end = find_turn_end(text, req.action_first, req.stop_at_action_close, req.action_in_prompt)
         if end is not None:
             reason = "turn_closed" if req.action_first else "action_closed"
             self._finish(s, _cut(self.text_of, prefix, end), reason)

@@ -102,11 +102,10 @@ class ToolExecutor:
             elapsed = time.perf_counter() - started
             return ToolOutcome(tool=call.tool, terminal=True, latency_s=elapsed, source="none")
         delay = self.latency.sample(call.tool, key if key is not None else _canonical(call.args))
-        if delay > 0:
-            self.sleep(delay)
         try:
             outcome, source = self._execute(call)
         except ToolError as exc:
+            delay = self._wait(delay, exc.source)
             return ToolOutcome(
                 tool=call.tool,
                 error=str(exc),
@@ -116,6 +115,7 @@ class ToolExecutor:
                 source=exc.source,
             )
         registry.check_result(call.tool, outcome.value)
+        delay = self._wait(delay, source)
         return ToolOutcome(
             tool=call.tool,
             result=outcome.value,
@@ -124,6 +124,14 @@ class ToolExecutor:
             injected_delay_s=delay,
             source=source,
         )
+
+    def _wait(self, delay: float, source: str) -> float:
+        """Apply the injected delay to a corpus-backed call (a real HTTP fetch already took its
+        real time); returns the delay applied."""
+        if delay <= 0 or source != "corpus":
+            return 0.0
+        self.sleep(delay)
+        return delay
 
     async def arun(
         self, action: Action | Mapping[str, Any], *, key: str | None = None

@@ -8,7 +8,9 @@ A profile maps a tool to a delay distribution, written as::
     uniform:LOW:HIGH
     lognormal:MEDIAN:P95      (heavy right tail, like real search APIs)
 
-``*`` applies to every tool without its own entry. Each delay is drawn from an RNG seeded by the
+``*`` applies to every tool without its own entry. A preset name stands for a whole profile:
+``realistic`` is the production waterfall the project is built for (web search p50 600 ms with
+a long tail, page fetch p50 900 ms), see PRESETS. Each delay is drawn from an RNG seeded by the
 tool and a caller-given key (the activity's idempotency key, or the call's arguments), so a
 replayed or retried call waits exactly as long as the first time.
 """
@@ -24,6 +26,13 @@ from statistics import NormalDist
 DISTRIBUTIONS = {"fixed": 1, "uniform": 2, "lognormal": 2}
 DELAYED_TOOLS = ("search", "fetch")
 _Z95 = NormalDist().inv_cdf(0.95)
+
+
+# Named profiles (DLLMFLOW_TOOL_LATENCY=realistic, `dllmflow eval --tool-latency realistic`).
+PRESETS = {
+    # search: median 0.6 s, p95 2.0 s (p99 ~3.0 s); fetch: median 0.9 s, p95 2.5 s.
+    "realistic": "search=lognormal:0.6:2.0,fetch=lognormal:0.9:2.5",
+}
 
 
 class LatencySpecError(ValueError):
@@ -79,8 +88,9 @@ class LatencyProfile:
 
     @classmethod
     def parse(cls, spec: str | None) -> LatencyProfile:
-        """Parse ``tool=dist:params,...``; empty or None means no injected latency."""
+        """Parse ``tool=dist:params,...`` or a preset name; empty or None: no injected latency."""
         delays: dict[str, Delay] = {}
+        spec = PRESETS.get((spec or "").strip().lower(), spec)
         for entry in (spec or "").split(","):
             entry = entry.strip()
             if not entry:

@@ -2,7 +2,8 @@
 
 DLLMFLOW_CORPUS                 corpus the agent's tools search (default "default")
 DLLMFLOW_CORPUS_MAX_TEXT_CHARS  longest document text `corpus load` accepts
-DLLMFLOW_TOOL_LATENCY           injected delays, e.g. "search=lognormal:0.8:2.5,fetch=fixed:0.3"
+DLLMFLOW_TOOL_LATENCY           injected delays, e.g. "search=lognormal:0.8:2.5,fetch=fixed:0.3",
+                                or a preset: "realistic" (latency.PRESETS)
 DLLMFLOW_HTTP_FETCH_ALLOW       domains fetch may download from, e.g. "example.org,*.wiki.org";
                                 empty (the default) disables HTTP fetch
 """

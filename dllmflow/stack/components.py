@@ -59,16 +59,11 @@ class Component(ABC):
         """Refuse to start on a port another process holds, naming the setting to change."""
         for field in self.port_settings:
             port = getattr(self.settings, field)
-            with socket.socket() as sock:
-                # Like the servers themselves: a port in TIME_WAIT after a restart is free.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    raise StackError(
-                        f"{self.name}: port {port} is already in use by another process; set "
-                        f"DLLMFLOW_{field.upper()} to a free port"
-                    ) from None
+            if not port_is_free(port):
+                raise StackError(
+                    f"{self.name}: port {port} is already in use by another process; set "
+                    f"DLLMFLOW_{field.upper()} to a free port"
+                )
 
     def stop(self, record: ProcessRecord) -> None:
         terminate_tree(record)
@@ -379,15 +374,23 @@ def ray_node_ports(settings: Settings, node: int = 0) -> dict[str, int]:
 def check_free(owner: str, ports: dict[str, int]) -> None:
     """Refuse ports another process holds (TIME_WAIT counts as free), naming the flag."""
     for what, port in ports.items():
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                raise StackError(
-                    f"{owner}: port {port} ({what}) is already in use by another process; "
-                    "set DLLMFLOW_RAY_PORT (or that port's DLLMFLOW_RAY_*_PORT) to free ones"
-                ) from None
+        if not port_is_free(port):
+            raise StackError(
+                f"{owner}: port {port} ({what}) is already in use by another process; "
+                "set DLLMFLOW_RAY_PORT (or that port's DLLMFLOW_RAY_*_PORT) to free ones"
+            )
+
+
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound; like the servers themselves, a port in
+    TIME_WAIT after a restart counts as free."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _worker_port_args(settings: Settings) -> list[str]:

@@ -106,7 +106,14 @@ class DeadLettered(Exception):
 
 
 def _cause(exc: ActivityError) -> str:
+    """The activity's own last failure: when Temporal gives up on a retry schedule (e.g. "not
+    enough time to schedule next retry"), that failure sits deeper in the cause chain."""
     cause = exc.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        deeper = getattr(cause, "cause", None)
+        if deeper is None:
+            break
+        cause = deeper
     if isinstance(cause, ApplicationError):
         return f"{cause.type or 'error'}: {cause.message}"
     return str(cause or exc)

@@ -1,4 +1,9 @@
-"""PNG plots: latency CDF per policy and the mean latency waterfall per policy (stacked bars)."""
+"""PNG plots: latency CDF per policy and the mean latency waterfall per policy (stacked bars).
+
+In the waterfall a P-ReAct tool call that ran while its turn was still decoding is drawn inside
+the decode bar (hatched), not on top of it: a bar's height is the time the parts took end to
+end, so the overlap shows as a shorter bar rather than as the sum of decode and tool.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dllmflow.evaluation.metrics import WATERFALL_PARTS, mean_waterfall
+from dllmflow.evaluation.metrics import WATERFALL_PARTS, mean_waterfall, overlap_stats
+
+Segment = tuple[str, float, float]  # (label, bottom, height) of one piece of a stacked bar
+INSIDE = "tool inside decode"
 
 
 def _pyplot():
@@ -40,16 +48,48 @@ def latency_cdf(records: Sequence[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def waterfall_segments(records: Sequence[dict[str, Any]]) -> dict[str, list[Segment]]:
+    """Per policy, the stacked pieces of its mean waterfall bar. The tool seconds that ran
+    inside the decode (``overlap_mean_s``) become a "tool inside decode" piece lying over the
+    top of the decode piece; only the rest of the tool time is stacked above it."""
+    bars: dict[str, list[Segment]] = {}
+    for policy in sorted({r["policy"] for r in records}):
+        group = [r for r in records if r["policy"] == policy]
+        means = mean_waterfall(group)
+        inside = min(overlap_stats(group)["overlap_mean_s"], means["decode"], means["tool"])
+        top, pieces = 0.0, []
+        for part in WATERFALL_PARTS:
+            height = means[part]
+            if part == "tool" and inside > 0:
+                pieces.append((INSIDE, top - inside, inside))
+                height -= inside
+            pieces.append((part, top, height))
+            top += height
+        bars[policy] = pieces
+    return bars
+
+
 def waterfall_bars(records: Sequence[dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
-    policies = sorted({r["policy"] for r in records})
-    means = {p: mean_waterfall([r for r in records if r["policy"] == p]) for p in policies}
+    bars = waterfall_segments(records)
+    policies = list(bars)
     fig, ax = plt.subplots(figsize=(6, 4))
-    bottoms = [0.0] * len(policies)
-    for part in WATERFALL_PARTS:
-        heights = [means[p][part] for p in policies]
-        ax.bar(policies, heights, bottom=bottoms, label=part)
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    order = list(WATERFALL_PARTS)
+    order.insert(order.index("tool"), INSIDE)
+    for label in order:
+        pieces = [
+            next(((b, h) for name, b, h in bars[p] if name == label), (0.0, 0.0)) for p in policies
+        ]
+        if label == INSIDE and not any(h for _b, h in pieces):
+            continue  # no P-ReAct overlap in this run: no legend entry for it
+        style = {"hatch": "//", "fill": False, "edgecolor": "black"} if label == INSIDE else {}
+        ax.bar(
+            policies,
+            [h for _b, h in pieces],
+            bottom=[b for b, _h in pieces],
+            label=label,
+            **style,
+        )
     ax.set_ylabel("mean seconds per episode")
     ax.set_title("Latency waterfall (summed over steps)")
     ax.legend()

@@ -1352,21 +1352,44 @@ def _write_jsonl(out: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--world-questions", type=int, default=8000)
-    ap.add_argument("--prose-questions", type=int, default=4000)
-    ap.add_argument("--help-questions", type=int, default=0)
-    ap.add_argument("--phrasings", type=int, default=2)
-    ap.add_argument("--planner-phrasings", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
-    ap.add_argument("--out", required=True)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--world-questions", type=int, default=8000, help="questions over generated worlds"
+    )
+    ap.add_argument(
+        "--prose-questions", type=int, default=4000, help="questions over Python docstrings"
+    )
+    ap.add_argument(
+        "--help-questions", type=int, default=0, help="questions over command-line help screens"
+    )
+    ap.add_argument(
+        "--phrasings", type=int, default=2, help="wordings of each world question (episodes)"
+    )
+    ap.add_argument(
+        "--planner-phrasings",
+        type=int,
+        default=0,
+        help="more wordings of each world question whose episode is the planner turn alone",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes used"
+    )
+    ap.add_argument("--out", required=True, help="episodes JSONL, one {question, steps} per line")
     ap.add_argument(
         "--adaptation-out",
         help="also write plain texts for the diffusion half's adaptation phase (docstring "
         "documents and help screens, one {'text'} per line)",
     )
-    ap.add_argument("--adaptation-docs", type=int, default=6000)
+    ap.add_argument(
+        "--adaptation-docs",
+        type=int,
+        default=6000,
+        help="docstring documents read for --adaptation-out",
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.adaptation_out:

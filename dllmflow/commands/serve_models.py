@@ -1,5 +1,6 @@
 """`dllmflow models status | warm | stop`: the Ray model replicas behind the episode worker;
-`dllmflow models import`: a pretrained base model (commands/models_import.py)."""
+`dllmflow models import`: a pretrained base model (commands/models_import.py);
+`dllmflow models export`: the AR half merged into it (commands/models_export.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import typer
 from rich.table import Table
 
 from dllmflow.commands.common import console, print_json, settings, user_errors
+from dllmflow.commands.models_export import export_command
 from dllmflow.commands.models_import import import_command
 
 app = typer.Typer(
-    help="Model replicas on Ray: status, warm-up, stop; import a pretrained base model.",
+    help="Model replicas on Ray: status, warm-up, stop; import a base model, export the AR half.",
     no_args_is_help=True,
 )
 app.command("import")(user_errors(import_command))
+app.command("export")(user_errors(export_command))
 
 
 @app.command("status")

@@ -7,6 +7,7 @@ modeling_ar.py        tiny causal AR model;  modeling_diffusion.py  tiny block-d
 modeling_llama.py     Llama-family AR and block-diffusion halves (the real pair, GQA)
 base_import.py        `dllmflow models import`: the real pair's base from its GGUF
 lora.py               LoRA adapters (attach, save, load, merge);  real_pair.py  its loader
+export.py             `dllmflow models export`: the AR half merged into a plain HF Llama
 sampling/             step-level samplers (AR, block diffusion, full-canvas masked diffusion,
                       any HF causal LM), KV arena
 loader.py             load_backend(name_or_path) -> (model, tokenizer, sampler)

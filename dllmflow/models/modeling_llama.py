@@ -131,6 +131,29 @@ class LlamaPairConfig(PretrainedConfig):
         )
 
 
+def hf_weight_names(cfg: LlamaPairConfig) -> dict[str, str]:
+    """Our parameter name -> the Hugging Face Llama / Qwen2 / Qwen3 checkpoint's name, for every
+    weight a checkpoint supplies (loading reads it one way, the export writes it the other)."""
+    src: dict[str, str] = {"embed.weight": "model.embed_tokens.weight"}
+    src["ln_f.weight"] = "model.norm.weight"
+    for i in range(cfg.n_layer):
+        pre, ours = f"model.layers.{i}.", f"blocks.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            src[f"{ours}{name}.weight"] = f"{pre}self_attn.{name}.weight"
+            if (cfg.qkv_bias and name != "o_proj") or (cfg.o_bias and name == "o_proj"):
+                src[f"{ours}{name}.bias"] = f"{pre}self_attn.{name}.bias"
+        if cfg.qk_norm:
+            for name in ("q_norm", "k_norm"):
+                src[f"{ours}{name}.weight"] = f"{pre}self_attn.{name}.weight"
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            src[f"{ours}{name}.weight"] = f"{pre}mlp.{name}.weight"
+        for name in ("input_layernorm", "post_attention_layernorm"):
+            src[f"{ours}{name}.weight"] = f"{pre}{name}.weight"
+    if not cfg.tied_head:
+        src["lm_head.weight"] = "lm_head.weight"
+    return src
+
+
 # True while one of the cached inference paths runs in this thread: attention then takes K/V at
 # their own head count (the kernels are grouped-query aware) instead of repeated per query head.
 _GROUPED_KV: ContextVar[bool] = ContextVar("grouped_kv", default=False)
@@ -267,23 +290,7 @@ class _LlamaMixin:
         of the checkpoint's own vocabulary (a diffusion checkpoint), so the mask vector is that
         row; otherwise it starts at the mean token embedding (to be trained)."""
         cfg = self.config
-        src: dict[str, str] = {"embed.weight": "model.embed_tokens.weight"}
-        src["ln_f.weight"] = "model.norm.weight"
-        for i in range(cfg.n_layer):
-            pre, ours = f"model.layers.{i}.", f"blocks.{i}."
-            for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-                src[f"{ours}{name}.weight"] = f"{pre}self_attn.{name}.weight"
-                if (cfg.qkv_bias and name != "o_proj") or (cfg.o_bias and name == "o_proj"):
-                    src[f"{ours}{name}.bias"] = f"{pre}self_attn.{name}.bias"
-            if cfg.qk_norm:
-                for name in ("q_norm", "k_norm"):
-                    src[f"{ours}{name}.weight"] = f"{pre}self_attn.{name}.weight"
-            for name in ("gate_proj", "up_proj", "down_proj"):
-                src[f"{ours}{name}.weight"] = f"{pre}mlp.{name}.weight"
-            for name in ("input_layernorm", "post_attention_layernorm"):
-                src[f"{ours}{name}.weight"] = f"{pre}{name}.weight"
-        if not cfg.tied_head:
-            src["lm_head.weight"] = "lm_head.weight"
+        src = hf_weight_names(cfg)
         absent = sorted(v for v in src.values() if v not in state)
         if absent:
             raise ValueError(f"weights do not match: the checkpoint lacks {absent[:6]}")

@@ -125,6 +125,7 @@ def up(
             record = records.get(name)
             if record and record.alive():
                 if component.health().healthy:
+                    component.secure()
                     progress(f"{name}: already running (pid {record.pid})")
                     continue
                 progress(f"{name}: pid {record.pid} is not healthy; restarting")

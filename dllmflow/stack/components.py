@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,8 +27,10 @@ from dllmflow.stack.health import (
     check_api,
     check_worker,
     libpq_url,
+    ray_dashboard_get,
 )
 from dllmflow.stack.process import ProcessRecord, spawn, tail, terminate_tree, wait_until
+from dllmflow.stack.ray_loopback import LOOPBACK_ENV
 
 
 class StackError(RuntimeError):
@@ -519,14 +520,20 @@ def _worker_port_args(settings: Settings) -> list[str]:
     ]
 
 
-def ray_env() -> dict[str, str]:
-    # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
-    # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
+def ray_env(settings: Settings) -> dict[str, str | None]:
+    """The environment of the embedded cluster's Ray processes (`ray start` and all it
+    starts): token authentication with the state dir's ray_auth_token (a RAY_AUTH_TOKEN meant
+    for another cluster is dropped, it would win over the file), and loopback addresses only
+    (stack.ray_loopback)."""
     # A raylet gives its dashboard agent a few seconds to come up and aborts the node after;
     # on a loaded 2-core host the agent's imports alone took longer (node start failed).
+    ensure_secret(settings.ray_auth_token_file)
     return {
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(settings.ray_auth_token_file),
+        "RAY_AUTH_TOKEN": None,
+        **LOOPBACK_ENV,
         "RAY_agent_register_timeout_ms": os.environ.get(
             "RAY_agent_register_timeout_ms",  # noqa: SIM112 - Ray's own spelling
             "120000",
@@ -534,12 +541,18 @@ def ray_env() -> dict[str, str]:
     }
 
 
+def ray_start_argv() -> list[str]:
+    """`ray start`, kept on loopback (stack.ray_loopback)."""
+    return [sys.executable, "-m", "dllmflow.stack.ray_loopback", "start"]
+
+
 def _port_args(ports: dict[str, int]) -> list[str]:
     return [arg for flag, port in ports.items() for arg in (flag, str(port))]
 
 
 class RayComponent(Component):
-    """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray."""
+    """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray;
+    token authentication on, every process bound to 127.0.0.1 (ray_env)."""
 
     name = "ray"
     port_settings = ("ray_port", "ray_dashboard_port")
@@ -555,8 +568,7 @@ class RayComponent(Component):
         self.home.mkdir(parents=True, exist_ok=True)
         s = self.settings
         argv = [
-            _venv_bin("ray"),
-            "start",
+            *ray_start_argv(),
             "--head",
             "--block",
             "--node-ip-address",
@@ -573,7 +585,7 @@ class RayComponent(Component):
             str(ray_temp_dir(s)),
             "--disable-usage-stats",
         ]
-        record = spawn(argv, self.log_path, env=ray_env())
+        record = spawn(argv, self.log_path, env=ray_env(s))
         self._wait_healthy(record)
         return record
 
@@ -595,8 +607,7 @@ class RayNode:
         check_free(f"ray node {self.index}", ray_node_ports(s, self.index))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [
-            _venv_bin("ray"),
-            "start",
+            *ray_start_argv(),
             "--address",
             s.effective_ray_address,
             "--block",
@@ -612,7 +623,7 @@ class RayNode:
             json.dumps({self.resource: 1}),
             "--disable-usage-stats",
         ]
-        record = spawn(argv, self.log_path, env=ray_env())
+        record = spawn(argv, self.log_path, env=ray_env(s))
         if not wait_until(lambda: self.alive_in_cluster(), timeout_s or s.startup_timeout_s, 0.5):
             terminate_tree(record)
             raise StackError(
@@ -645,10 +656,9 @@ class RayNode:
 
     def _alive_entry(self) -> dict | None:
         """The cluster's record of this node while it is alive (asked through the dashboard)."""
-        url = f"{self.settings.effective_ray_dashboard_url}/api/v0/nodes?limit=1000"
         try:
-            with urllib.request.urlopen(url, timeout=3) as resp:
-                nodes = json.loads(resp.read())["data"]["result"]["result"]
+            payload = ray_dashboard_get(self.settings, "/api/v0/nodes?limit=1000")
+            nodes = payload["data"]["result"]["result"]
         except (OSError, ValueError, KeyError):
             return None
         for node in nodes:

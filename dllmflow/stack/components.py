@@ -432,6 +432,8 @@ class TemporalComponent(Component):
             "127.0.0.1",
             "--port",
             str(self.settings.temporal_port),
+            "--ui-ip",
+            "127.0.0.1",  # the Web UI has no login: loopback only, never another interface
             "--ui-port",
             str(self.settings.temporal_ui_port),
             "--ui-disable-news-fetch",

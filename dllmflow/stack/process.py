@@ -39,11 +39,12 @@ def spawn(
     argv: list[str],
     log_path: Path,
     *,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
     user: str | None = None,
     cwd: Path | None = None,
 ) -> ProcessRecord:
-    """Start `argv` detached in its own session (it outlives the CLI), logging to log_path."""
+    """Start `argv` detached in its own session (it outlives the CLI), logging to log_path;
+    `env` is added to this process's environment (a None value removes that variable)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)  # logs may hold addresses, errors and request lines: owner only
@@ -53,7 +54,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
             cwd=cwd,
             user=user,
             start_new_session=True,

@@ -20,8 +20,21 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 def keep_on_loopback() -> None:
     """In this process, Ray's idea of this host's address is 127.0.0.1 (multi-node allowed)."""
+    import ray
     from ray._private import ray_constants, services
 
+    # Private names of Ray 2.60: a Ray that moved them would silently bind the host's IP again.
+    needed = (
+        (ray_constants, "ENABLE_RAY_CLUSTER"),
+        (services, "get_localhost_ip"),
+        (services, "node_ip_address_from_perspective"),
+    )
+    for module, name in needed:
+        if not hasattr(module, name):
+            raise RuntimeError(
+                f"ray {ray.__version__}: {module.__name__}.{name} is gone; the embedded "
+                "cluster cannot be kept on 127.0.0.1 (see dllmflow/stack/ray_loopback.py)"
+            )
     ray_constants.ENABLE_RAY_CLUSTER = True
     services.node_ip_address_from_perspective = lambda address=None: services.get_localhost_ip()
 

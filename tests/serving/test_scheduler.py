@@ -40,6 +40,9 @@ def test_batched_greedy_equals_alone(tiny_backends, backend: str) -> None:
     assert [s.result.token_ids for s in served] == [a.token_ids for a in alone]
     assert [s.result.stop_reason for s in served] == [a.stop_reason for a in alone]
     assert scheduler.load()["served"] == 6 and scheduler.load()["failed"] == 0
+    assert (
+        2 < scheduler.load()["mean_batch"] <= 4
+    )  # the replica's batch per step, at most max_batch
     # They really shared steps: fewer decoding steps than the six decoded one after another,
     # and the late ones joined sequences that were still running (a batch of more than the two
     # of them), having waited for a free slot.

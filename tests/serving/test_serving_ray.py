@@ -152,6 +152,11 @@ def test_serving_status_lists_replicas(generator: ModelTurnGenerator, stack: Set
     assert set(by_backend) == {"ar", "diffusion"}
     assert all(r["alive"] for r in rows)
     assert by_backend["diffusion"]["device"] == "cpu"
+    # The stack page's load columns: queue depth, running batch, mean batch and memory.
+    for r in rows:
+        assert r["waiting"] >= 0 and r["running"] >= 0, r
+        assert r["memory_mb"] > 50, r  # a replica process with torch and a model loaded
+        assert (r["mean_batch"] >= 1) == (r["steps"] > 0), r
 
 
 def test_models_status_command_lists_the_live_replicas(generator: ModelTurnGenerator) -> None:

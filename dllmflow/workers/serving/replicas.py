@@ -91,8 +91,19 @@ class ModelReplica:
             "max_position": sampler.max_position,
             "prompt_slack": sampler.prompt_slack,
             "context_tokens": getattr(self.backend.model.config, "context_tokens", None),
+            "memory_mb": self.memory_mb(),
             **self.scheduler.load(),
         }
+
+    def memory_mb(self) -> float:
+        """Device memory the model holds: allocated CUDA memory on a GPU, else the process RSS."""
+        import torch
+
+        if self.device == "cuda":
+            return round(torch.cuda.memory_allocated() / 2**20, 1)
+        import psutil
+
+        return round(psutil.Process().memory_info().rss / 2**20, 1)
 
     def tokenizer(self) -> Any:
         """The tokenizer, so a caller can size prompts without access to the checkpoint dir."""

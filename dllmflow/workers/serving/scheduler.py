@@ -102,6 +102,7 @@ class BatchScheduler:
         self.served = 0
         self.failed = 0
         self.steps = 0
+        self.sequence_steps = 0  # sum over steps of the batch size: mean batch = this / steps
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -119,7 +120,8 @@ class BatchScheduler:
             self._cv.notify()
         return Ticket(entry, inbox)
 
-    def load(self) -> dict[str, int]:
+    def load(self) -> dict[str, int | float]:
+        """Queue depth (``waiting``), the running batch, totals, and the mean batch per step."""
         with self._cv:
             return {
                 "running": len(self._running),
@@ -127,6 +129,7 @@ class BatchScheduler:
                 "served": self.served,
                 "failed": self.failed,
                 "steps": self.steps,
+                "mean_batch": round(self.sequence_steps / self.steps, 2) if self.steps else 0.0,
             }
 
     def stop(self) -> None:
@@ -195,6 +198,7 @@ class BatchScheduler:
             self._running = []
             return
         self.steps += 1
+        self.sequence_steps += len(batch)
         now = time.perf_counter()
         for event in events:
             entry = by_id.get(event.request_id)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from fastapi import Request
 
 from dllmflow.config import Settings
+from dllmflow.stack.credentials import ensure_secret
 
 TOKEN_FILE = "api_token"
 COOKIE_NAME = "dllmflow_session"
@@ -51,27 +51,7 @@ def ensure_api_token(settings: Settings) -> str:
     """The configured token, else the one in the state dir, created (0600) if absent."""
     if settings.api_token is not None and settings.api_token.get_secret_value().strip():
         return settings.api_token.get_secret_value().strip()
-    path = token_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # Write a private temp file, then link it into place: concurrent first uses agree on
-        # one token and nobody ever reads a half-written file.
-        tmp = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)  # never leave a readable secret behind
-    token = path.read_text().strip()
-    if not token:
-        raise ValueError(f"{path} is empty; delete it or set DLLMFLOW_API_TOKEN")
-    return token
+    return ensure_secret(token_path(settings), if_empty="delete it or set DLLMFLOW_API_TOKEN")
 
 
 def fingerprint(token: str) -> str:

@@ -12,8 +12,11 @@ import secrets
 from pathlib import Path
 
 
-def ensure_secret(path: Path, nbytes: int = 32) -> str:
-    """The secret in `path`, created (0600, random URL-safe text) if absent."""
+def ensure_secret(
+    path: Path, nbytes: int = 32, if_empty: str = "delete it and run `dllmflow up` again"
+) -> str:
+    """The secret in `path`, created (0600, random URL-safe text) if absent; an empty file is
+    an error whose message ends with ``if_empty`` (what the user should do)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         # A private temp file linked into place: concurrent first uses agree on one secret
@@ -32,7 +35,7 @@ def ensure_secret(path: Path, nbytes: int = 32) -> str:
         path.chmod(0o600)  # never leave a readable secret behind
     value = read_secret(path)
     if value is None:
-        raise ValueError(f"{path} is empty; delete it and run `dllmflow up` again")
+        raise ValueError(f"{path} is empty; {if_empty}")
     return value
 
 

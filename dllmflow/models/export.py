@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +35,9 @@ from .base_import import (
     architecture_facts,
     base_model_dir,
     keep_chat_template,
+    partial_path,
     publish,
     read_manifest,
-    remove_stale_partials,
     sha256_file,
     write_json_atomic,
 )
@@ -325,9 +323,7 @@ def export_ar(
         state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in state.items()}
         steps.note(f"{len(merged)} modules merged")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(out_dir)
-    partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    partial = partial_path(out_dir)
     try:
         with steps.step("saving", f"{dtype} safetensors, config, tokenizer"):
             partial.mkdir()

@@ -383,7 +383,6 @@ class RedisComponent(Component):
     def health(self) -> Health:
         """Unhealthy, so that `up` restarts it with requirepass, while the server answers
         commands without the password (one started before Redis had a password)."""
-        ensure_secret(self.settings.redis_password_file)
         health = super().health()
         if health.healthy and _redis_answers_without_password(self.settings.redis_port):
             health.healthy = False

@@ -83,7 +83,9 @@ def test_retry_runs_the_episode_to_completion(
     reply = client.post(f"/api/dlq/{entry}/retry")
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    assert body["id"] == episode_id and body["status"] == "queued" and body["error"] is None
+    # The worker may already have picked the restarted workflow up by the time the row is read.
+    assert body["id"] == episode_id and body["status"] in ("queued", "running")
+    assert body["error"] is None
     assert body["workflow_id"] == f"episode-{episode_id}"
     assert entry not in {d["id"] for d in client.get("/api/dlq").json()}
     assert follow(client, episode_id)[-1]["data"] == {

@@ -136,7 +136,8 @@ def test_retry_over_http_runs_a_failed_episode_to_completion(
     episodes.update(row.id, status="failed", error="the writer produced no answer")
     reply = client.post(f"/api/episodes/{row.id}/retry", json={"budgets": {"max_turns": 12}})
     assert reply.status_code == 200, reply.text
-    assert reply.json()["status"] == "queued" and reply.json()["error"] is None
+    # The worker may already have picked the restarted workflow up by the time the row is read.
+    assert reply.json()["status"] in ("queued", "running") and reply.json()["error"] is None
     assert reply.json()["budgets"]["max_turns"] == 12
     assert follow(client, row.id)[-1]["data"]["status"] == "completed"
     done = client.get(f"/api/episodes/{row.id}").json()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from dllmflow.agent.actions import Action, parse_turn
 from dllmflow.agent.prompting import Step
+from dllmflow.agent.repair import complete_repair, repair_prefix, turn_error
 from dllmflow.world.generator import answer_matches
 
 
@@ -43,6 +44,8 @@ class TurnRecord:
     tool: str | None
     seconds: float
     stats: dict[str, Any] | None = None
+    repaired: bool = False  # the first decode was unusable and the one repair fixed it
+    first_error: str | None = None  # why the first decode was unusable (repaired or not)
 
 
 @dataclass
@@ -60,6 +63,30 @@ class Episode:
     @property
     def invalid_turns(self) -> int:
         return sum(not t.valid for t in self.turns)
+
+
+def _repaired_turn(
+    policy: Policy, role: str, question: Mapping[str, Any], steps: list[Step], turn: PolicyTurn
+) -> PolicyTurn | None:
+    """The one bounded repair (agent.repair) of an unusable turn; None when it does not help
+    or the policy cannot continue a turn (the oracle)."""
+    prefix = repair_prefix(role, turn.text) if getattr(policy, "continues_turns", False) else None
+    if prefix is None:
+        return None
+    out = policy(role, question, steps, prefix=prefix)  # type: ignore[call-arg]
+    retry = out if isinstance(out, PolicyTurn) else PolicyTurn(str(out))
+    text = complete_repair(prefix, retry.text.removeprefix(prefix))
+    if turn_error(role, text) is not None:
+        return None
+    return PolicyTurn(text, _both(turn.stats, retry.stats))
+
+
+def _both(first: dict[str, Any] | None, retry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One turn's decode statistics over its two decodes (the stop reason is the retry's)."""
+    if not first or not retry:
+        return retry or first
+    summed = ("tokens_generated", "forward_passes", "refinement_passes", "decode_seconds")
+    return {**retry, **{k: first[k] + retry[k] for k in summed if k in first and k in retry}}
 
 
 def execute_action(action: Action, tools: Tools) -> Any:
@@ -81,11 +108,14 @@ def run_episode(
     *,
     max_turns: int = 16,
     max_consecutive_invalid: int = 3,
+    repair: bool = True,
 ) -> Episode:
     """Planner turn, seeker turns until one answers, then the writer's turn (its answer is final).
 
-    An invalid turn gets an error observation and the same role tries again. The last allowed
-    turn always goes to the writer so every episode can end with an answer.
+    An unusable turn (invalid action, or a writer that does not answer) gets the one bounded
+    repair the durable workflow gives it (``repair``; agent.repair); if it stays invalid it gets
+    an error observation and the same role tries again. The last allowed turn always goes to
+    the writer so every episode can end with an answer.
     """
     ep = Episode(
         question_id=str(question.get("id", "")), hops=len(question.get("hops") or []) or None
@@ -98,6 +128,11 @@ def run_episode(
         ts = time.perf_counter()
         out = policy(role, question, list(ep.steps))
         turn = out if isinstance(out, PolicyTurn) else PolicyTurn(str(out))
+        first_error = turn_error(role, turn.text)
+        repaired = None
+        if first_error is not None and repair:
+            repaired = _repaired_turn(policy, role, question, list(ep.steps), turn)
+            turn = repaired or turn
         parsed = parse_turn(turn.text)
         action = parsed.action
         record = TurnRecord(
@@ -108,6 +143,8 @@ def run_episode(
             tool=action.tool if action else None,
             seconds=time.perf_counter() - ts,
             stats=turn.stats,
+            repaired=repaired is not None,
+            first_error=first_error,
         )
         ep.turns.append(record)
         if action is None:

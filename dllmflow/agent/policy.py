@@ -17,6 +17,8 @@ from dllmflow.world.oracle import oracle_turn
 
 
 class ModelPolicy:
+    continues_turns = True  # takes a ``prefix``: the episode loop's one repair (agent.repair)
+
     def __init__(
         self,
         sampler: Sampler,
@@ -43,35 +45,50 @@ class ModelPolicy:
         return len(self.sampler.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def request(
-        self, role: str, question: Mapping[str, Any] | str, history: Sequence[Step]
+        self,
+        role: str,
+        question: Mapping[str, Any] | str,
+        history: Sequence[Step],
+        prefix: str = "",
     ) -> GenerationRequest:
+        """The turn's request; with ``prefix`` the turn continues after it (think-first)."""
+        room = self.context_tokens - (self.count_tokens(prefix) if prefix else 0)
         prompt = render_context(
             role,
             question,
             history,
-            max_tokens=self.context_tokens,
+            max_tokens=max(32, room),
             count_tokens=self.count_tokens,
             action_first=self.action_first,
         )
         return GenerationRequest(
-            prompt=prompt,
+            prompt=prompt + prefix,
             max_new_tokens=self.max_new_tokens,
             tau=self.tau,
             commit_order=self.commit_order,
-            action_first=self.action_first,
+            action_first=self.action_first and not prefix,
             max_denoise_steps=self.max_denoise_steps,
         )
 
     def generate(
-        self, role: str, question: Mapping[str, Any] | str, history: Sequence[Step]
+        self,
+        role: str,
+        question: Mapping[str, Any] | str,
+        history: Sequence[Step],
+        prefix: str = "",
     ) -> GenerationResult:
-        return self.sampler.generate(self.request(role, question, history))
+        return self.sampler.generate(self.request(role, question, history, prefix))
 
     def __call__(
-        self, role: str, question: Mapping[str, Any], history: Sequence[Step]
+        self,
+        role: str,
+        question: Mapping[str, Any],
+        history: Sequence[Step],
+        prefix: str = "",
     ) -> PolicyTurn:
-        result = self.generate(role, question, history)
-        return PolicyTurn(result.text, result.to_dict())
+        """The turn (``prefix`` + what the model wrote after it)."""
+        result = self.generate(role, question, history, prefix)
+        return PolicyTurn(prefix + result.text, result.to_dict())
 
 
 class OraclePolicy:

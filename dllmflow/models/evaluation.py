@@ -6,8 +6,10 @@
 
 Policies: "oracle", a shipped checkpoint name ("ar", "diffusion") or a checkpoint directory.
 Default questions: a generated held-out world (``world.eval_seeds``; never used in training).
-Metrics: episode accuracy, valid-action rate over all turns, turns and tool calls per episode,
-tokens per forward pass, per-turn decode latency, stop reasons.
+Metrics: episode accuracy, valid-action rate over all turns (after the one bounded repair the
+durable workflow also gives an unusable turn, agent.repair; ``--no-repair`` leaves it out), the
+first decodes' invalid rate, turns and tool calls per episode, tokens per forward pass, per-turn
+decode latency, stop reasons.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class BatchedPolicy:
     """A ModelPolicy whose turns go through a step-level continuous-batching scheduler (the
     one the serving replicas run), so episodes on several threads decode together."""
 
+    continues_turns = True
+
     def __init__(self, sampler, *, max_batch: int, **policy_kw: Any) -> None:
         from dllmflow.agent.policy import ModelPolicy
         from dllmflow.workers.serving.scheduler import BatchScheduler
@@ -62,11 +66,14 @@ class BatchedPolicy:
         self.policy = ModelPolicy(sampler, **policy_kw)
         self.scheduler = BatchScheduler(sampler, max_batch=max_batch, name="offline-eval")
 
-    def __call__(self, role: str, question: Mapping[str, Any], history: Sequence[Any]):
+    def __call__(
+        self, role: str, question: Mapping[str, Any], history: Sequence[Any], prefix: str = ""
+    ):
         from dllmflow.agent.episode import PolicyTurn
 
-        result = self.scheduler.submit(self.policy.request(role, question, history)).result()
-        return PolicyTurn(result.result.text, result.result.to_dict())
+        request = self.policy.request(role, question, history, prefix)
+        result = self.scheduler.submit(request).result()
+        return PolicyTurn(prefix + result.result.text, result.result.to_dict())
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -87,6 +94,10 @@ def summarize(episodes: Sequence[Episode]) -> dict[str, Any]:
         "turns": len(turns),
         "valid_action_rate": sum(t.valid for t in turns) / max(1, len(turns)),
         "invalid_action_rate": sum(not t.valid for t in turns) / max(1, len(turns)),
+        # The first decode's: an invalid action or a writer that did not answer (agent.repair)
+        "invalid_before_repair_rate": sum(t.first_error is not None for t in turns)
+        / max(1, len(turns)),
+        "repaired_turns": sum(t.repaired for t in turns),
         "turns_per_episode": len(turns) / n,
         "tool_calls_per_episode": sum(ep.tool_calls for ep in episodes) / n,
         "tokens_per_forward": tokens / passes if passes else None,
@@ -117,6 +128,7 @@ def evaluate(
     max_turns: int = 16,
     on_episode: Callable[[int, Episode], None] | None = None,
     concurrency: int = 1,
+    repair: bool = True,
 ) -> tuple[dict[str, Any], list[Episode]]:
     """Run one episode per question (``concurrency`` at a time, each on its own thread);
     returns (summary metrics, episodes in question order)."""
@@ -125,7 +137,7 @@ def evaluate(
     tools = InMemorySearch(corpus)
 
     def one(i: int) -> Episode:
-        ep = run_episode(policy, questions[i], tools, max_turns=max_turns)
+        ep = run_episode(policy, questions[i], tools, max_turns=max_turns, repair=repair)
         if on_episode is not None:
             on_episode(i, ep)
         return ep
@@ -149,6 +161,7 @@ def evaluate_policy(
     concurrency: int = 1,
     episodes_out: str | Path | None = None,
     commit_order: str = "confidence",
+    repair: bool = True,
 ) -> dict[str, Any]:
     """The `dllmflow eval` entry point: metrics of one policy on held-out (or given) questions."""
     if (corpus_path is None) != (questions_path is None):
@@ -179,7 +192,7 @@ def evaluate_policy(
 
     try:
         summary, episodes = evaluate(
-            pol, questions, corpus, on_episode=report, concurrency=concurrency
+            pol, questions, corpus, on_episode=report, concurrency=concurrency, repair=repair
         )
     finally:
         if hasattr(pol, "close"):
@@ -191,6 +204,7 @@ def evaluate_policy(
         "p_react": p_react,
         "tau": tau,
         "commit_order": commit_order,
+        "repair": repair,
         **source,
         "questions": len(questions),
         "concurrency": concurrency,
@@ -210,7 +224,14 @@ def write_episodes(episodes: Sequence[Episode], path: str | Path) -> None:
                 "seconds": round(ep.seconds, 3),
                 "tool_calls": ep.tool_calls,
                 "turns": [
-                    {"role": t.role, "text": t.text, "valid": t.valid, "error": t.error}
+                    {
+                        "role": t.role,
+                        "text": t.text,
+                        "valid": t.valid,
+                        "error": t.error,
+                        "repaired": t.repaired,
+                        "first_error": t.first_error,
+                    }
                     for t in ep.turns
                 ],
             }
@@ -236,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--concurrency", type=int, default=1, help="episodes decoded together")
     ap.add_argument("--episodes-out", help="write each episode's turns to this JSONL file")
+    ap.add_argument(
+        "--no-repair",
+        dest="repair",
+        action="store_false",
+        help="count each turn's first decode: no repair of an unusable turn",
+    )
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     import torch
@@ -253,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=a.concurrency,
         episodes_out=a.episodes_out,
         commit_order=a.commit_order,
+        repair=a.repair,
     )
     text = json.dumps(result, indent=2)
     print(text)

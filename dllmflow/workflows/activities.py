@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import redis
@@ -32,6 +32,7 @@ from dllmflow.agent.actions import (
     parse_turn,
 )
 from dllmflow.agent.prompting import Step
+from dllmflow.agent.repair import complete_repair, repair_prefix, turn_error, writer_check
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import (
     CheckpointStore,
@@ -141,12 +142,6 @@ def _thinking_after(text: str) -> str:
     """The thinking of an action-first turn whose thinking span never closed."""
     rest = text.split(ACTION_CLOSE, 1)[-1]
     return rest.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
-
-
-def writer_check(role: str, tool: str | None) -> str | None:
-    if role == "writer" and tool != "answer":
-        return "the writer must use the answer tool"
-    return None
 
 
 class EpisodeActivities:
@@ -394,15 +389,16 @@ class EpisodeActivities:
                 thinking = parsed.thinking or _thinking_after(turn.text)
                 parsed = type(parsed)(thinking, Action(committed["tool"], committed["args"]), None)
                 error = None
-            if error and parsed.thinking and request.policy != "oracle":
-                # One bounded repair: keep the thinking, re-decode only the action span.
-                request.repair_prefix = turn.text.split("<action>")[0] + "<action>"
+            prefix = repair_prefix(request.role, turn.text) if error else None
+            if prefix and request.policy != "oracle":
+                # One bounded repair: keep the thinking, re-decode the action's value from its
+                # tool's skeleton (agent.repair).
+                request.repair_prefix = prefix
                 retry = generator.generate(request, on_progress)
+                continuation = retry.text.removeprefix(prefix)
+                retry = replace(retry, text=complete_repair(prefix, continuation))
                 reparsed = parse_turn(retry.text)
-                retry_error = reparsed.error or writer_check(
-                    request.role, reparsed.action and reparsed.action.tool
-                )
-                repaired = retry_error is None
+                repaired = turn_error(request.role, retry.text) is None
                 if repaired:
                     turn, parsed, error = retry, reparsed, None
         except NotConverged as exc:

@@ -44,19 +44,23 @@ def search(query: str) -> dict[str, Any]:
 
 ANSWER = {"tool": "answer", "args": {"answer": "scripted answer", "sources": []}}
 UNSETTLED = '{"tool": "fetch", "args": {'  # an action span that never closed its JSON
+NO_VALUE = '"}}</action>'  # a repair that closes the skeleton's value empty
 
 
 class ScriptedGenerator:
     """Turn text by script (question_record["script"]):
 
-    - "denoise-hungry": the planner searches; the seeker's action is broken JSON (and so is its
-      repair) unless the turn's denoising budget is at least DENOISE_STEPS_NEEDED, then it
-      answers; the writer answers.
-    - "repair": the planner's first decode has a schema error and its repair (the action span
-      re-decoded after the same thinking) searches; the seeker answers; the writer's first
-      decode calls search (writer_check refuses it) and its repair answers.
-    - "no-answer": the planner searches, the seeker answers, the writer only ever calls search,
-      its repairs too.
+    - "denoise-hungry": the planner searches; the seeker's action is broken JSON (and its repair
+      writes no value) unless the turn's denoising budget is at least DENOISE_STEPS_NEEDED,
+      then it answers; the writer answers.
+    - "repair": the planner's first decode has a schema error and its repair (the value written
+      after the same thinking and the search skeleton, agent.repair) is the question; the
+      seeker answers; the writer's first decode calls search (writer_check refuses it) and its
+      repair (after the answer skeleton) writes the answer.
+    - "no-answer": the planner searches, the seeker answers, the writer only ever calls search
+      and its repairs write no answer.
+
+    A repair's text is its prefix plus what follows it, as the model client returns it.
     - anything else: the planner searches, the seeker answers, the writer answers.
     """
 
@@ -77,19 +81,19 @@ class ScriptedGenerator:
             else:
                 text = turn("The action span has not settled.", UNSETTLED)
                 if prefix:
-                    text = prefix + UNSETTLED + "</action>"
+                    text = prefix + NO_VALUE
         elif script == "repair" and role == "planner":
             text = turn("Search for the question first.", {"tool": "search", "args": {"query": 7}})
             if prefix:
-                text = prefix + json.dumps(search(query)) + "</action>"
+                text = prefix + query + '"}}</action>'
         elif script == "repair" and role == "writer":
             text = turn("Write the answer.", search(query))
             if prefix:
-                text = prefix + json.dumps(ANSWER) + "</action>"
+                text = prefix + ANSWER["args"]["answer"] + '", "sources": []}}</action>'
         elif script == "no-answer" and role == "writer":
             text = turn("Maybe one more search.", search(query))
             if prefix:
-                text = prefix + json.dumps(search(query)) + "</action>"
+                text = prefix + NO_VALUE
         elif role == "planner":
             text = turn("Search for the question first.", search(query))
         else:

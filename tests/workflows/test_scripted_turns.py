@@ -82,8 +82,8 @@ def test_one_repair_fixes_a_broken_action_and_a_writer_that_did_not_answer(scrip
     store = CheckpointStore(scripted)
 
     plan = store.at(episode.id, 0, "plan").payload
-    # The first decode had a schema error; the repair kept its thinking and re-decoded only
-    # the action span, and the checkpoint holds the repaired turn.
+    # The first decode had a schema error; the repair kept its thinking, re-decoded only the
+    # search's value after its skeleton, and the checkpoint holds the repaired turn.
     assert plan["valid"] and plan["repaired"] and plan["error"] is None
     assert plan["text"] == (
         "<think>Search for the question first.</think><action>"
@@ -103,7 +103,7 @@ def test_one_repair_fixes_a_broken_action_and_a_writer_that_did_not_answer(scrip
 
 
 def test_a_writer_that_never_answers_is_dead_lettered(scripted) -> None:
-    """writer_check refuses every writer turn that is not an answer, its repair too; after
+    """writer_check refuses every writer turn that is not an answer and no repair writes one; after
     max_consecutive_invalid + 1 of them the episode is dead-lettered with no answer."""
     _, result, episode = submit(scripted, "no-answer", "ar")
     reason = "the writer must use the answer tool"

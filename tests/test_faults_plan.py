@@ -6,7 +6,15 @@ import pytest
 
 from dllmflow.config import load_settings
 from dllmflow.stack.components import StackError
-from dllmflow.stack.faults import Fault, loopback_only, parse_faults
+from dllmflow.stack.faults import (
+    FAULTS_QUEUE,
+    Campaign,
+    EpisodeRun,
+    Fault,
+    FaultReport,
+    loopback_only,
+    parse_faults,
+)
 from dllmflow.workers.serving.pool import lost
 
 
@@ -55,3 +63,32 @@ def test_a_replica_counts_as_lost_when_it_died_restarted_or_moved() -> None:
     # A call made while the replica was restarting waits for it to come up.
     assert not lost(("RESTARTING", 1, ""), ("ALIVE", 1, "node-b"))
     assert not lost(None, ("DEAD", 3, "node-a"))  # unknown at the start: only the deadline
+
+
+def test_an_episode_that_ran_on_another_task_queue_makes_the_fault_unclean(monkeypatch) -> None:
+    """`dllmflow up` once started queued campaign episodes on the stack's own queue, where they
+    searched a corpus without the campaign's documents; the judgement must catch that."""
+    import dllmflow.store.executions as executions
+
+    campaign = Campaign(load_settings(), [{"question": "q"}], episodes=2, concurrency=2)
+    runs = [EpisodeRun(i, f"ep-{i}", submitted=True) for i in range(2)]
+    queues = {"ep-0": FAULTS_QUEUE, "ep-1": "dllmflow-episodes"}
+
+    async def described(ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        return {i: ("COMPLETED", queues[i]) for i in ids}
+
+    monkeypatch.setattr(campaign, "_statuses", lambda ids: dict.fromkeys(ids, "completed"))
+    monkeypatch.setattr(campaign, "_errors", lambda ids: dict.fromkeys(ids))
+    monkeypatch.setattr(campaign, "_temporal_statuses", described)
+    monkeypatch.setattr(campaign, "_snapshot", lambda runs: {})
+    monkeypatch.setattr(executions, "executions_for", lambda settings, ids: {})
+    report = FaultReport("none", "none", 0.0)
+    campaign._judge(runs, {}, report)
+    assert (report.completed, report.off_queue) == (2, 1)
+    assert not report.clean
+    assert report.problems == ["ep-1: ran on task queue 'dllmflow-episodes'"]
+
+    queues["ep-1"] = FAULTS_QUEUE
+    report = FaultReport("none", "none", 0.0)
+    campaign._judge(runs, {}, report)
+    assert report.off_queue == 0 and report.clean

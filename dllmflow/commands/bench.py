@@ -186,7 +186,8 @@ def faults(
 
     Embedded stack only (every server on 127.0.0.1); each outage lasts its full length with
     the supervisor paused; every wait is bounded by --deadline-s. Exit status 1 unless every
-    fault ends with 0 stuck, 0 duplicated, 0 lost and nothing refused.
+    fault ends with 0 stuck, 0 duplicated, 0 lost, 0 off the campaign's task queue and
+    nothing refused.
     """
     from rich.table import Table
 
@@ -250,7 +251,15 @@ def faults(
 
     reports = runner.run(plan, on_report=record)  # written after each fault
     result = record(reports)
-    columns = ("submitted", "completed", "dead_lettered", "stuck", "duplicated", "lost")
+    columns = (
+        "submitted",
+        "completed",
+        "dead_lettered",
+        "stuck",
+        "duplicated",
+        "lost",
+        "off_queue",
+    )
     table = Table("fault", *columns, "wall s")
     for r in reports:
         table.add_row(r.fault, *(str(getattr(r, c)) for c in columns), f"{r.wall_s:.0f}")

@@ -15,7 +15,9 @@ Postgres and Temporal:
 - duplicated: work that ran again after its checkpoint committed (the Postgres execution
   counter moved past the count the checkpoint recorded), or a key checkpointed twice;
 - lost: a question handed in that has no episode row, or a checkpoint that had committed
-  before the fault and is gone afterwards.
+  before the fault and is gone afterwards;
+- off_queue: an episode whose workflow ran on another task queue than the campaign's (other
+  workers, with another corpus and replicas: its turns say nothing about the fault).
 
 Work retried before its checkpoint committed (an activity whose attempt died with the server)
 is reported as `reruns_before_commit`: that is the retry working, not a duplicate.
@@ -143,6 +145,7 @@ class FaultReport:
     stuck: int = 0
     duplicated: int = 0
     lost: int = 0
+    off_queue: int = 0
     not_submitted: int = 0
     reruns_before_commit: int = 0
     submit_retries: int = 0
@@ -158,7 +161,9 @@ class FaultReport:
 
     @property
     def clean(self) -> bool:
-        return not (self.stuck or self.duplicated or self.lost or self.not_submitted)
+        return not (
+            self.stuck or self.duplicated or self.lost or self.not_submitted or self.off_queue
+        )
 
 
 class Campaign:
@@ -489,7 +494,12 @@ class Campaign:
         report.submit_retries = sum(max(0, r.submit_attempts - 1) for r in runs)
         statuses = self._statuses([r.episode_id for r in runs])
         errors = self._errors([r.episode_id for r in runs])
-        temporal = asyncio.run(self._temporal_statuses(list(statuses)))
+        described = asyncio.run(self._temporal_statuses(list(statuses)))
+        temporal = {episode_id: status for episode_id, (status, _) in described.items()}
+        for episode_id, (_, queue) in described.items():
+            if queue is not None and queue != self.run_settings.task_queue:
+                report.off_queue += 1
+                report.problems.append(f"{episode_id}: ran on task queue {queue!r}")
         for run in runs:
             status = statuses.get(run.episode_id)
             if status is None:
@@ -539,14 +549,25 @@ class Campaign:
             report.problems.append(f"ran again after commit: {after_commit[:5]}")
         report.reruns_before_commit = sum(1 for n in counts.values() if n > 1)
 
-    async def _temporal_statuses(self, episode_ids: list[str]) -> dict[str, str | None]:
+    async def _temporal_statuses(
+        self, episode_ids: list[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """Per episode: its latest workflow run's (status, task queue); (None, None) if none."""
+        from temporalio.service import RPCError, RPCStatusCode
+
         from dllmflow.workflows.service import EpisodeService
 
         svc = await EpisodeService.connect(self.run_settings)
-        out: dict[str, str | None] = {}
+        out: dict[str, tuple[str | None, str | None]] = {}
         for episode_id in episode_ids:
-            status = await svc.workflow_status(svc.episodes.get(episode_id))
-            out[episode_id] = status.name if status is not None else None
+            try:
+                info = await svc.handle(svc.episodes.get(episode_id)).describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                out[episode_id] = (None, None)
+                continue
+            out[episode_id] = (info.status.name if info.status else None, info.task_queue)
         return out
 
 
@@ -564,6 +585,7 @@ def summary(reports: list[FaultReport]) -> dict[str, Any]:
                 "stuck",
                 "duplicated",
                 "lost",
+                "off_queue",
                 "not_submitted",
             )
         },

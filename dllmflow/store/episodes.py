@@ -47,6 +47,7 @@ class EpisodeRepository:
         parent_episode_id: str | None = None,
         replay_from_step: int | None = None,
         eval_run_id: str | None = None,
+        task_queue: str | None = None,
     ) -> Episode:
         record = dict(question_record or {})
         episode = Episode(
@@ -60,6 +61,7 @@ class EpisodeRepository:
             parent_episode_id=parent_episode_id,
             replay_from_step=replay_from_step,
             eval_run_id=eval_run_id,
+            task_queue=task_queue,
         )
         episode.workflow_id = f"episode-{episode.id}"
         with transaction(self.settings) as session:

@@ -54,6 +54,9 @@ class Episode(Base):
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     workflow_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The task queue it was submitted to: a later start of its workflow (reconciliation) uses
+    # it, so the episode runs on those workers. None: rows from before migration 0005.
+    task_queue: Mapped[str | None] = mapped_column(String(200))
     parent_episode_id: Mapped[str | None] = mapped_column(ForeignKey("episodes.id"))
     replay_from_step: Mapped[int | None] = mapped_column(Integer)
     eval_run_id: Mapped[str | None] = mapped_column(ForeignKey("eval_runs.id"), index=True)

@@ -103,6 +103,7 @@ class EpisodeService:
             question_record=question_record,
             eval_run_id=eval_run_id,
             episode_id=episode_id,
+            task_queue=self.settings.task_queue,
         )
         await self._start(episode, budgets)
         return episode
@@ -111,7 +112,9 @@ class EpisodeService:
         """Start the episode's workflow (its id is fixed by the episode id, so this is
         idempotent: a workflow already running under it counts as started). If Temporal refuses
         or cannot be reached, the row is marked failed-to-start rather than left `queued` with
-        no workflow behind it."""
+        no workflow behind it. It runs on the queue the row was submitted to: a reconciler with
+        other settings must not move it to workers with another corpus, replicas and tools."""
+        task_queue = episode.task_queue or self.settings.task_queue
         loop = asyncio.get_running_loop()
         down_since, delay = None, 0.5
         while True:
@@ -125,7 +128,7 @@ class EpisodeService:
                         retry_budget_s=self.settings.activity_retry_budget_s,
                     ),
                     id=episode.workflow_id,
-                    task_queue=self.settings.task_queue,
+                    task_queue=task_queue,
                     # A closed episode's workflow id may run again (retry); a running one may not.
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                     execution_timeout=None,
@@ -203,7 +206,8 @@ class EpisodeService:
         return await asyncio.wait_for(poll(), timeout)
 
     async def retry(self, episode_id: str, **budget_overrides: Any) -> Episode:
-        """Continue a failed or dead-lettered episode from its last good checkpoint."""
+        """Continue a failed or dead-lettered episode from its last good checkpoint, on this
+        service's task queue (an operator's retry runs where the operator's workers are)."""
         episode = self.episodes.get(episode_id)
         if await self.workflow_status(episode) == WorkflowExecutionStatus.RUNNING:
             raise ValueError(f"episode {episode_id} is still running; nothing to retry")
@@ -221,9 +225,13 @@ class EpisodeService:
                 self.checkpoints.supersede_from(episode_id, first)
             self.dlq.remove(letter.id)
         self.episodes.update(
-            episode_id, status=EpisodeStatus.QUEUED, budgets=asdict(budgets), error=None
+            episode_id,
+            status=EpisodeStatus.QUEUED,
+            budgets=asdict(budgets),
+            error=None,
+            task_queue=self.settings.task_queue,
         )
-        await self._start(episode, budgets)
+        await self._start(self.episodes.get(episode_id), budgets)
         return self.episodes.get(episode_id)
 
     async def replay(self, episode_id: str, from_step: int, policy: str | None = None) -> Episode:
@@ -249,6 +257,7 @@ class EpisodeService:
             question_record=source.question_record,
             parent_episode_id=source.id,
             replay_from_step=from_step,
+            task_queue=self.settings.task_queue,
         )
         reused = self.checkpoints.for_episode(source.id, before_step=from_step)
         with transaction(self.settings) as session:

@@ -140,3 +140,37 @@ def test_a_queued_row_without_a_workflow_is_started_by_reconcile(
     assert orphan.id in started
     assert result.status == EpisodeStatus.COMPLETED
     assert repo.get(orphan.id).status == EpisodeStatus.COMPLETED
+
+
+@pytest.mark.integration
+def test_reconcile_starts_a_queued_row_on_the_queue_it_was_submitted_to(
+    stack: Settings, world_questions
+) -> None:
+    """`dllmflow up` reconciles with the stack's own settings; an episode submitted to another
+    queue (a fault campaign's or an eval variant's workers, with their own corpus) must not be
+    moved to the stack's worker, which would search a corpus that lacks its documents."""
+    record = world_questions[4]
+    queue = f"{stack.task_queue}-elsewhere"
+    repo = EpisodeRepository(stack)
+    orphan = repo.create(
+        question=record["question"],
+        policy="oracle",
+        budgets=asdict(Budgets()),
+        question_record=record,
+        task_queue=queue,
+    )
+    assert repo.get(orphan.id).task_queue == queue
+
+    async def reconcile_and_describe() -> tuple[list[str], str]:
+        svc = await EpisodeService.connect(stack)  # the stack's queue, not the row's
+        assert svc.settings.task_queue != queue
+        started = await svc.reconcile()
+        handle = svc.handle(orphan)
+        described = await handle.describe()
+        await handle.terminate("test: no worker polls this queue")
+        return started, described.task_queue
+
+    started, task_queue = asyncio.run(reconcile_and_describe())
+    repo.update(orphan.id, status=EpisodeStatus.CANCELLED)  # nothing is left queued
+    assert orphan.id in started
+    assert task_queue == queue

@@ -116,19 +116,24 @@ def test_submit_against_a_down_temporal_leaves_no_orphan_and_retry_starts_it(
     assert repo.get(rows[0].id).status == EpisodeStatus.COMPLETED
 
 
+def _queued_row(repo: EpisodeRepository, record: dict, **fields):
+    """An oracle episode's row written as submit writes it, with no workflow started."""
+    return repo.create(
+        question=record["question"],
+        policy="oracle",
+        budgets=asdict(Budgets()),
+        question_record=record,
+        **fields,
+    )
+
+
 @pytest.mark.integration
 def test_a_queued_row_without_a_workflow_is_started_by_reconcile(
     stack: Settings, world_questions
 ) -> None:
     """A submit that died between writing the row and starting the workflow."""
-    record = world_questions[3]
     repo = EpisodeRepository(stack)
-    orphan = repo.create(
-        question=record["question"],
-        policy="oracle",
-        budgets=asdict(Budgets()),
-        question_record=record,
-    )
+    orphan = _queued_row(repo, world_questions[3])
 
     async def reconcile_and_wait():
         svc = await EpisodeService.connect(stack)
@@ -149,16 +154,9 @@ def test_reconcile_starts_a_queued_row_on_the_queue_it_was_submitted_to(
     """`dllmflow up` reconciles with the stack's own settings; an episode submitted to another
     queue (a fault campaign's or an eval variant's workers, with their own corpus) must not be
     moved to the stack's worker, which would search a corpus that lacks its documents."""
-    record = world_questions[4]
     queue = f"{stack.task_queue}-elsewhere"
     repo = EpisodeRepository(stack)
-    orphan = repo.create(
-        question=record["question"],
-        policy="oracle",
-        budgets=asdict(Budgets()),
-        question_record=record,
-        task_queue=queue,
-    )
+    orphan = _queued_row(repo, world_questions[4], task_queue=queue)
     assert repo.get(orphan.id).task_queue == queue
 
     async def reconcile_and_describe() -> tuple[list[str], str]:

@@ -7,6 +7,7 @@ against external servers instead.
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,10 +46,46 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+# Ray binds DLLMFLOW_RAY_PORT + 1..7 (config.RAY_PORT_OFFSETS), and a second node of the
+# cluster those plus the node stride (10): a stack's ports are one block, all of it free.
+RAY_PORT_BLOCK = 20
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports below the kernel's ephemeral range: there no
+    outgoing connection or OS-picked port (a Ray worker's) takes one before its server binds it,
+    as one did with a block picked by ``bind(0)`` (Ray's client server port, seen in CI)."""
+    top = _ephemeral_start() - size
+    for base in random.sample(range(20_000, top), 200):
+        if all(_bindable(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} consecutive free ports in 20000-{top + size}")
+
+
 def stack_env(state_dir: Path) -> dict[str, str]:
+    """Settings of a private embedded stack: its state dir and a free block of ports."""
     env = {"DLLMFLOW_STATE_DIR": str(state_dir)}
-    for name, port in zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True):
-        env[f"DLLMFLOW_{name.upper()}"] = str(port)
+    others = [name for name in PORT_SETTINGS if name != "ray_port"]
+    base = free_port_block(len(others) + RAY_PORT_BLOCK)
+    for i, name in enumerate(others):
+        env[f"DLLMFLOW_{name.upper()}"] = str(base + i)
+    env["DLLMFLOW_RAY_PORT"] = str(base + len(others))
     return env
 
 

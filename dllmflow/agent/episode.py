@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from dllmflow.agent.actions import Action, parse_turn
 from dllmflow.agent.prompting import Step
-from dllmflow.agent.repair import complete_repair, repair_prefix, turn_error
+from dllmflow.agent.repair import check_turn, complete_repair, repair_prefix, turn_error
 from dllmflow.world.generator import answer_matches
 
 
@@ -128,12 +128,12 @@ def run_episode(
         ts = time.perf_counter()
         out = policy(role, question, list(ep.steps))
         turn = out if isinstance(out, PolicyTurn) else PolicyTurn(str(out))
-        first_error = turn_error(role, turn.text)
+        parsed, first_error = check_turn(role, turn.text)
         repaired = None
         if first_error is not None and repair:
             repaired = _repaired_turn(policy, role, question, list(ep.steps), turn)
-            turn = repaired or turn
-        parsed = parse_turn(turn.text)
+            if repaired is not None:
+                turn, parsed = repaired, parse_turn(repaired.text)
         action = parsed.action
         record = TurnRecord(
             role=role,

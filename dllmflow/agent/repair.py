@@ -31,6 +31,7 @@ from dllmflow.agent.actions import (
     THINK_OPEN,
     TOOL_NAMES,
     Action,
+    ParsedTurn,
     parse_turn,
 )
 
@@ -52,10 +53,15 @@ def writer_check(role: str, tool: str | None) -> str | None:
     return None
 
 
-def turn_error(role: str, text: str) -> str | None:
-    """Why this turn cannot be used (parse, schema or the writer's rule); None when it can."""
+def check_turn(role: str, text: str) -> tuple[ParsedTurn, str | None]:
+    """The parsed turn, and why it cannot be used (parse, schema or the writer's rule) or None."""
     parsed = parse_turn(text)
-    return parsed.error or writer_check(role, parsed.action and parsed.action.tool)
+    return parsed, parsed.error or writer_check(role, parsed.action and parsed.action.tool)
+
+
+def turn_error(role: str, text: str) -> str | None:
+    """Why this turn cannot be used; None when it can."""
+    return check_turn(role, text)[1]
 
 
 def repair_tool(role: str, text: str) -> str:

@@ -29,10 +29,9 @@ from dllmflow.agent.actions import (
     Action,
     ActionError,
     parse_action,
-    parse_turn,
 )
 from dllmflow.agent.prompting import Step
-from dllmflow.agent.repair import complete_repair, repair_prefix, turn_error, writer_check
+from dllmflow.agent.repair import check_turn, complete_repair, repair_prefix
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import (
     CheckpointStore,
@@ -379,9 +378,8 @@ class EpisodeActivities:
     ) -> tuple[Any, Any, str | None, bool]:
         try:
             turn = generator.generate(request, on_progress)
-            parsed = parse_turn(turn.text)
+            parsed, error = check_turn(request.role, turn.text)
             repaired = False
-            error = parsed.error or writer_check(request.role, parsed.action and parsed.action.tool)
             if early:
                 # The committed action is the turn's action (its tool may have run already);
                 # the thinking is what followed it.
@@ -397,8 +395,8 @@ class EpisodeActivities:
                 retry = generator.generate(request, on_progress)
                 continuation = retry.text.removeprefix(prefix)
                 retry = replace(retry, text=complete_repair(prefix, continuation))
-                reparsed = parse_turn(retry.text)
-                repaired = turn_error(request.role, retry.text) is None
+                reparsed, retry_error = check_turn(request.role, retry.text)
+                repaired = retry_error is None
                 if repaired:
                     turn, parsed, error = retry, reparsed, None
         except NotConverged as exc:

@@ -9,6 +9,7 @@ from dllmflow.agent.actions import parse_turn
 from dllmflow.agent.episode import PolicyTurn, run_episode
 from dllmflow.agent.repair import (
     WRITER_MUST_ANSWER,
+    check_turn,
     complete_repair,
     repair_prefix,
     repair_tool,
@@ -102,6 +103,12 @@ def test_turn_error_names_the_writers_rule() -> None:
     assert turn_error("seeker", search) is None
     assert turn_error("writer", search) == WRITER_MUST_ANSWER
     assert "not valid JSON" in turn_error("seeker", THINK + '<action>{"tool": </action>')
+    parsed, error = check_turn("writer", search)  # parsed once, for the caller to use
+    assert (parsed.action.tool, parsed.action.args, error) == (
+        "search",
+        {"query": "x"},
+        WRITER_MUST_ANSWER,
+    )
 
 
 class ScriptedPolicy:

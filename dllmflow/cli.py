@@ -15,6 +15,24 @@ from dllmflow.commands.corpus import app as corpus_app
 from dllmflow.commands.eval import eval_command, sweep_command
 from dllmflow.stack.health import Health
 
+
+def _hide_flag_types() -> None:
+    """typer 0.29 prints `<bool>` in the type column of every flag, --help included; a flag
+    takes no value, so its type column stays empty (a typer without the hook is left as is)."""
+    option = getattr(typer.core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if option is None or shown is None or getattr(shown, "_dllmflow", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    display_type_rich._dllmflow = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 app = typer.Typer(
     help="Durable research agents on diffusion and autoregressive LLMs.",
     no_args_is_help=True,

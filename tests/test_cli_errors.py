@@ -77,3 +77,15 @@ def test_an_empty_corpus_file_is_refused(down_env, tmp_path) -> None:
     run = _cli(down_env, "corpus", "load", str(empty))
     assert run.returncode != 0
     assert "is empty: nothing to load" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("command", [["episodes", "list"], ["run"]])
+def test_help_shows_no_type_for_a_flag(down_env, command) -> None:
+    """A flag takes no value: its type column is empty (typer alone prints `<bool>`), while an
+    option that takes one still names its type."""
+    out = _cli(down_env, *command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "<bool>" not in out.stdout
+    flag = next(line for line in out.stdout.splitlines() if "--json" in line)
+    assert "<" not in flag  # no type between the flag and its help
+    assert "<int range>" in out.stdout

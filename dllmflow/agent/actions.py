@@ -90,6 +90,12 @@ class ParsedTurn:
         return self.action is not None and self.error is None
 
 
+# The turn's own tags are never part of a tool argument: an argument holding one is a turn
+# written into a value (a diffusion half's slip, most often in a repaired action).
+_MARKUP_RE = re.compile(
+    "|".join(re.escape(t) for t in (THINK_OPEN, THINK_CLOSE, ACTION_OPEN, ACTION_CLOSE))
+)
+
 _THINK_RE = re.compile(re.escape(THINK_OPEN) + r"(.*?)" + re.escape(THINK_CLOSE), re.S)
 _ACTION_RE = re.compile(re.escape(ACTION_OPEN) + r"(.*?)" + re.escape(ACTION_CLOSE), re.S)
 
@@ -125,6 +131,13 @@ def validate_action(payload: Any) -> Action:
     if exc is not None:
         where = ".".join(str(p) for p in exc.absolute_path) or "args"
         raise ActionError(f"invalid {tool} call: {where}: {exc.message}")
+    for key, value in payload["args"].items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and (tag := _MARKUP_RE.search(text)):
+                raise ActionError(
+                    f"invalid {tool} call: {key}: holds the turn tag {tag.group(0)}; "
+                    "write only the value"
+                )
     return Action(tool=tool, args=dict(payload["args"]))
 
 

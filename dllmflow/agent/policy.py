@@ -26,6 +26,7 @@ class ModelPolicy:
         max_new_tokens: int = 160,
         tau: float = 0.9,
         commit_order: str = "confidence",
+        hold_repeats: bool = True,
         action_first: bool = False,
         context_tokens: int | None = None,
         max_denoise_steps: int | None = None,
@@ -34,6 +35,7 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.tau = tau
         self.commit_order = commit_order
+        self.hold_repeats = hold_repeats
         self.action_first = action_first
         # Default: the budget the checkpoint was trained with (the tiny pair's: 640 tokens).
         trained = getattr(sampler.model.config, "context_tokens", None) or CONTEXT_TOKENS
@@ -62,10 +64,12 @@ class ModelPolicy:
             action_first=self.action_first,
         )
         return GenerationRequest(
-            prompt=prompt + prefix,
+            prompt=prompt,
+            turn_prefix=prefix,
             max_new_tokens=self.max_new_tokens,
             tau=self.tau,
             commit_order=self.commit_order,
+            hold_repeats=self.hold_repeats,
             action_first=self.action_first and not prefix,
             max_denoise_steps=self.max_denoise_steps,
         )

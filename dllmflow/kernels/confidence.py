@@ -75,6 +75,24 @@ def left_to_right_commit(
     return commit
 
 
+def hold_adjacent_repeats(
+    tokens: torch.Tensor, was_masked: torch.Tensor, masked: torch.Tensor, mask_id: int
+) -> torch.Tensor:
+    """Undo, in place, the commits of one pass that repeat the token committed in the same pass
+    just to their left; returns the [B, L] bool mask of positions put back under the mask.
+
+    Positions committed in one pass are chosen independently, so two neighbours that are each
+    unsure where a word sits both write it (``found found``, ``Shaiz or or``). Held back, the
+    second one is decided next pass with its neighbour known. A run's first commit is never
+    held, so each pass still makes progress; a repeat the model means survives its next pass."""
+    fresh = was_masked & ~masked
+    held = torch.zeros_like(masked)
+    held[:, 1:] = fresh[:, 1:] & fresh[:, :-1] & (tokens[:, 1:] == tokens[:, :-1])
+    masked |= held
+    tokens[held] = mask_id
+    return held
+
+
 # ---------------------------------------------------------------------------------------------
 # Triton: one launch. Each program reads one masked position's logits once (split over the
 # vocabulary when positions are few: split-K) and leaves a partial (max, sum of exp(x - max),

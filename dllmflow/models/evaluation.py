@@ -37,6 +37,7 @@ def make_policy(
     device: str = "cpu",
     concurrency: int = 1,
     commit_order: str = "confidence",
+    hold_repeats: bool = True,
 ):
     """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy; with
     ``concurrency`` > 1 the turns of concurrent episodes share one continuous batch."""
@@ -47,7 +48,7 @@ def make_policy(
     from .loader import load_backend
 
     backend = load_backend(name, device=device)
-    kw = dict(tau=tau, commit_order=commit_order, action_first=p_react)
+    kw = dict(tau=tau, commit_order=commit_order, hold_repeats=hold_repeats, action_first=p_react)
     if concurrency <= 1:
         return ModelPolicy(backend.sampler, **kw)
     return BatchedPolicy(backend.sampler, max_batch=concurrency, **kw)
@@ -162,6 +163,7 @@ def evaluate_policy(
     episodes_out: str | Path | None = None,
     commit_order: str = "confidence",
     repair: bool = True,
+    hold_repeats: bool = True,
 ) -> dict[str, Any]:
     """The `dllmflow eval` entry point: metrics of one policy on held-out (or given) questions."""
     if (corpus_path is None) != (questions_path is None):
@@ -182,6 +184,7 @@ def evaluate_policy(
         device=device,
         concurrency=concurrency,
         commit_order=commit_order,
+        hold_repeats=hold_repeats,
     )
     t0 = time.time()
 
@@ -204,6 +207,7 @@ def evaluate_policy(
         "p_react": p_react,
         "tau": tau,
         "commit_order": commit_order,
+        "hold_repeats": hold_repeats,
         "repair": repair,
         **source,
         "questions": len(questions),
@@ -253,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="confidence",
         help="diffusion: commit any confident mask, or only the confident run from the left",
     )
+    ap.add_argument(
+        "--no-hold-repeats",
+        dest="hold_repeats",
+        action="store_false",
+        help="diffusion: let one pass commit the same token at two neighbouring positions",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--concurrency", type=int, default=1, help="episodes decoded together")
@@ -281,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         episodes_out=a.episodes_out,
         commit_order=a.commit_order,
         repair=a.repair,
+        hold_repeats=a.hold_repeats,
     )
     text = json.dumps(result, indent=2)
     print(text)

@@ -124,9 +124,11 @@ class ModelTurnGenerator:
             action_first=self.serving.action_first,
         )
         return GenerationRequest(
-            prompt=prompt + prefix,
+            prompt=prompt,
+            turn_prefix=prefix,
             max_new_tokens=budget,
             tau=self.serving.tau,
+            hold_repeats=self.serving.hold_repeats,
             max_denoise_steps=request.max_denoise_steps if backend == "diffusion" else None,
             action_first=self.serving.action_first and not request.repair_prefix,
             action_in_prompt=bool(request.action_prefix) and not request.repair_prefix,

@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium: list -> episode page, waterfall and timeline
 rendered; the live view renders diffusion refinement passes from SSE and reloads at the end.
 
-Set DLLMFLOW_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot.
+Set DLLMFLOW_DASHBOARD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot, and
+DLLMFLOW_SCREENSHOTS=docs/screenshots to refresh the one of every page (docs/screenshots/).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
 from tests.api.browser import Browser, find_chromium
-from tests.api.conftest import _turn
+from tests.api.conftest import Seeded, _turn
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -202,3 +203,39 @@ def test_dlq_retry_button_calls_the_api_with_the_session(
     audit = client.get("/api/audit", params={"target": entry}).json()[0]
     assert (audit["action"], audit["via"], audit["outcome"]) == ("dlq.retry", "cookie", "error")
     assert audit["payload"]["budgets"] == {"max_turns": 24}  # the page's budget field was sent
+
+
+# Every page of the dashboard: (screenshot name, path, text its <h1> starts with).
+PAGES = [
+    ("episodes", "/episodes", "Episodes"),
+    ("episode", "/episodes/{episode}", "{episode}"),
+    ("dlq", "/dlq", "Dead letters"),
+    ("audit", "/audit", "Audit log"),
+    ("stack", "/stack", "Stack"),
+    ("ab", "/ab", "A/B"),
+    ("api-reference", "/api-reference", "dllmflow API"),
+]
+
+
+def test_every_page_renders_in_chromium(
+    browser: Browser, api_url: str, api_token: str, oracle_episode, seeded: Seeded, tmp_path: Path
+) -> None:
+    """Each page loads in a real browser after login (no redirect, no error page, its stylesheet
+    applied) and is captured; the A/B page shows the seeded comparison."""
+    out = Path(os.environ.get("DLLMFLOW_SCREENSHOTS") or tmp_path / "screenshots")
+    browser.login(api_url, api_token, "/episodes")
+    for name, path, heading in PAGES:
+        path, heading = (t.format(episode=oracle_episode.id) for t in (path, heading))
+        browser.goto(f"{api_url}{path}")
+        facts = browser.evaluate(
+            "({path: location.pathname, h1: document.querySelector('h1')?.textContent.trim(),"
+            " font: getComputedStyle(document.body).fontFamily,"
+            " nav: !!document.querySelector('nav a')})"
+        )
+        assert facts["path"] == path, f"{path} redirected to {facts['path']}"
+        assert facts["h1"] and facts["h1"].startswith(heading), (path, facts["h1"])
+        assert facts["nav"] and facts["font"], f"{path}: the page's layout did not load"
+        shot = browser.screenshot(out / f"{name}.png", 1400)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if name == "ab":
+            assert browser.evaluate(f"document.body.textContent.includes('{seeded.eval_run}')")

@@ -194,6 +194,30 @@ def test_left_to_right_commits_only_the_confident_run_from_the_leftmost_mask():
     assert not masked2[0, 4]
 
 
+def test_a_pass_holds_back_a_commit_that_repeats_its_left_neighbours():
+    from dllmflow.kernels.confidence import hold_adjacent_repeats
+
+    mask = 9
+    # Row 0: one pass committed 4 4 4 at positions 1-3 and 5 at 4: the second and third 4 wait.
+    # Row 1: position 0 settled earlier as 7, the pass commits 7 at 1 and 7 7 at 3-4: the 7 at 1
+    #        follows a settled token (the model saw it), so only position 4 waits.
+    tokens = torch.tensor([[1, 4, 4, 4, 5], [7, 7, 2, 7, 7]])
+    was_masked = torch.tensor([[False, True, True, True, True], [False, True, True, True, True]])
+    masked = torch.zeros(2, 5, dtype=torch.bool)
+    held = hold_adjacent_repeats(tokens, was_masked, masked, mask)
+    assert held.tolist() == [
+        [False, False, True, True, False],
+        [False, False, False, False, True],
+    ]
+    assert masked.tolist() == held.tolist()
+    assert tokens.tolist() == [[1, 4, mask, mask, 5], [7, 7, 2, 7, mask]]
+    # The leftmost commit of a pass is never held: a pass always makes progress.
+    one = torch.tensor([[3, 3, 3]])
+    left = torch.zeros(1, 3, dtype=torch.bool)
+    hold_adjacent_repeats(one, torch.ones(1, 3, dtype=torch.bool), left, mask)
+    assert left.tolist() == [[False, True, True]] and one[0, 0] == 3
+
+
 def test_generation_request_names_a_bad_commit_order():
     from dllmflow.models.sampling.base import GenerationRequest
 

@@ -303,7 +303,8 @@ def test_masked_family_needs_the_trust_remote_code_opt_in(
 
 def masked_reference(model, prompt_ids, n_blocks, block, tau, mask_id, shift):
     """LLaDA-style semi-autoregressive refinement written out: the whole canvas each pass,
-    later blocks still masked; Dream's logits shifted right by one (position 0 keeps its own)."""
+    later blocks still masked; Dream's logits shifted right by one (position 0 keeps its own);
+    the sampler's default repeat hold applied."""
     out, passes = [], 0
     for _ in range(n_blocks):
         tokens = torch.full((1, block), mask_id)
@@ -316,7 +317,7 @@ def masked_reference(model, prompt_ids, n_blocks, block, tau, mask_id, shift):
             if shift:
                 logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
             p = len(prompt_ids) + len(out)
-            commit_confident(logits[:, p : p + block], tokens, masked, tau)
+            commit_confident(logits[:, p : p + block], tokens, masked, tau, hold_repeats=True)
             passes += 1
         out += tokens[0].tolist()
     return out, passes

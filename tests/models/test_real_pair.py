@@ -142,6 +142,21 @@ def test_loader_round_trip_gives_chat_samplers(pair_dirs):
     assert ar.model.config.max_position == 2048  # the base's positions, not 640
 
 
+def test_a_turn_prefix_follows_the_assistant_header(pair_dirs):
+    """A repair's skeleton (or a P-ReAct resume's action) continues the model's own turn: inside
+    the user message the model would start a new turn after it (it did: the repaired value
+    began with <think> in most diffusion repairs)."""
+    for kind in ("ar", "diffusion"):
+        sampler = load_backend(pair_dirs[kind]).sampler
+        skeleton = '<think>t</think>\n<action>{"tool": "search", "args": {"query": "'
+        request = GenerationRequest(prompt="Question: who?", turn_prefix=skeleton)
+        text = sampler.tokenizer.decode(sampler.encode_request(request))
+        assert text.endswith("<|im_start|>assistant\n" + skeleton)
+        assert "Question: who?<|im_end|>" in text
+        with pytest.raises(ValueError, match=r"turn prefix of \d+ tokens leaves no room"):
+            sampler.encode_prompt("q", 16, "x " * sampler.max_position)
+
+
 def test_chat_prompt_truncates_the_context_not_the_template(pair_dirs):
     tok = load_backend(pair_dirs["ar"]).tokenizer
     chat = ChatPrompt(tok)
@@ -214,7 +229,10 @@ def test_shifted_diffusion_commits_what_the_shifted_logits_say(pair_dirs):
     the left (the last context token for the block's first position)."""
     backend = load_backend(pair_dirs["diffusion"])
     sampler, model = backend.sampler, backend.model
-    request = GenerationRequest(prompt="Question: a?", max_new_tokens=4, tau=0.0)
+    # Every position commits on the first pass (tau 0; no repeat held back).
+    request = GenerationRequest(
+        prompt="Question: a?", max_new_tokens=4, tau=0.0, hold_repeats=False
+    )
     state = sampler.start(request)
     sampler.step([state])
     seq = [sampler.pad_id] * state.pad + state.prompt_ids + [sampler.mask_id] * 4

@@ -98,6 +98,23 @@ def test_an_empty_or_over_long_value_is_still_invalid() -> None:
         complete_repair(THINK + "<action>", 'x"}}')
 
 
+def test_a_value_that_restarts_the_turn_is_invalid() -> None:
+    # What the diffusion half wrote after an answer's skeleton in 9 of 60 reworded episodes.
+    restarted = complete_repair(
+        THINK + '<action>{"tool": "answer", "args": {"answer": "',
+        '<think>The seeker found found Pinle Works.</think>\\n<action>{", "sources": []}}</action>',
+    )
+    assert parse_turn(restarted).error == (
+        "invalid answer call: answer: holds the turn tag <think>; write only the value"
+    )
+    sources = THINK + (
+        '<action>{"tool": "answer", "args": {"answer": "x", "sources": ["w001<think>"]}}</action>'
+    )
+    assert "sources: holds the turn tag <think>" in parse_turn(sources).error
+    plain = THINK + '<action>{"tool": "search", "args": {"query": "a < b > c"}}</action>'
+    assert parse_turn(plain).valid
+
+
 def test_turn_error_names_the_writers_rule() -> None:
     search = THINK + '<action>{"tool": "search", "args": {"query": "x"}}</action>'
     assert turn_error("seeker", search) is None

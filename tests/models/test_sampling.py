@@ -18,20 +18,25 @@ PROMPTS = [
 ]
 
 
-def commit_confident(logits, tokens, masked, tau):
+def commit_confident(logits, tokens, masked, tau, hold_repeats=False):
     """The documented commit rule written out position by position, independent of
     dllmflow.kernels: masked positions whose max softmax probability (fp32) is >= tau commit
-    their argmax; if none passes, the most confident one does (lowest position on ties)."""
+    their argmax; if none passes, the most confident one does (lowest position on ties). With
+    ``hold_repeats`` a chosen position whose argmax equals that of the chosen position just
+    left of it stays masked."""
     probs = torch.softmax(logits[0].detach().float(), dim=-1)
     still = [i for i in range(masked.shape[1]) if masked[0, i]]
     conf = {i: float(probs[i].max()) for i in still}
     chosen = [i for i in still if conf[i] >= tau] or [max(still, key=lambda i: (conf[i], -i))]
+    if hold_repeats:
+        top = {i: int(probs[i].argmax()) for i in chosen}
+        chosen = [i for i in chosen if top.get(i - 1, -1) != top[i]]
     for i in chosen:
         tokens[0, i] = int(probs[i].argmax())
         masked[0, i] = False
 
 
-def dense_block_greedy(model, prompt_ids, n_blocks, tau, pad_id):
+def dense_block_greedy(model, prompt_ids, n_blocks, tau, pad_id, hold_repeats=False):
     """Reference: recompute the whole sequence with the dense block-causal forward each pass and
     commit with the written-out rule (not the kernel the sampler uses)."""
     b = model.block_size
@@ -44,7 +49,7 @@ def dense_block_greedy(model, prompt_ids, n_blocks, tau, pad_id):
         while masked.any():
             x = torch.tensor([seq + out]).long()
             logits = model(torch.cat([x, tokens], 1)).logits[:, -b:]
-            commit_confident(logits, tokens, masked, tau)
+            commit_confident(logits, tokens, masked, tau, hold_repeats)
             passes += 1
         out += tokens[0].tolist()
     return out, passes
@@ -61,24 +66,29 @@ def until_eos(ids, eos, limit):
     [(1.0, 1.0), (0.5, 3.0)],
     ids=["tau1-one-commit-a-pass", "tau0.5-peaked-head"],
 )
-def test_diffusion_equals_dense_greedy(tiny_diffusion, tokenizer, prompt, tau, head_scale):
+@pytest.mark.parametrize("hold", [True, False], ids=["hold-repeats", "no-hold"])
+def test_diffusion_equals_dense_greedy(tiny_diffusion, tokenizer, prompt, tau, head_scale, hold):
     # head_scale sharpens the output distribution (the tied head reads ln_f) so that the tau gate
     # decides: at 3x every position of a block clears 0.5 on the first pass.
     with torch.no_grad():
         tiny_diffusion.ln_f.weight.mul_(head_scale)
     sampler = DiffusionSampler(tiny_diffusion, tokenizer)
-    req = GenerationRequest(prompt=prompt, max_new_tokens=24, tau=tau, stop_at_action_close=False)
+    req = GenerationRequest(
+        prompt=prompt, max_new_tokens=24, tau=tau, stop_at_action_close=False, hold_repeats=hold
+    )
     result = sampler.generate(req)
     ref, passes = dense_block_greedy(
-        tiny_diffusion, encode(tokenizer, prompt), 3, tau, tokenizer.pad_token_id
+        tiny_diffusion, encode(tokenizer, prompt), 3, tau, tokenizer.pad_token_id, hold
     )
     assert result.stop_reason == "budget_exhausted"
     assert result.token_ids == until_eos(ref, tokenizer.eos_token_id, 24)
     assert result.refinement_passes == passes
     if tau == 1.0:  # a random model never reaches p = 1: one commit per pass
         assert passes == 24
-    else:
+    elif not hold:
         assert passes == 3  # one pass a block
+    else:  # the random model repeats itself: held commits cost extra passes
+        assert passes > 3
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

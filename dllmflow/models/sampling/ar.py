@@ -45,7 +45,7 @@ class ARSampler(TokenSampler):
         self.chat = ChatPrompt.for_model(model, tokenizer)
 
     def start(self, request: GenerationRequest) -> ARState:
-        ids = self.encode_prompt(request.prompt, request.max_new_tokens)
+        ids = self.encode_request(request)
         return ARState(request=request, prompt_ids=ids)
 
     @torch.no_grad()

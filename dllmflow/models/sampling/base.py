@@ -41,12 +41,19 @@ MASK_GLYPH = "\u2591"  # how a still-masked position shows in a partial diffusio
 @dataclass
 class GenerationRequest:
     prompt: str  # the rendered context (prompting.render_context); the turn continues it
+    # The turn's text so far (a repair's action skeleton, a P-ReAct resume's action span): it
+    # follows the opening of the model's turn (after the chat template's assistant header, not
+    # inside the user message) and the result's text is what comes after it.
+    turn_prefix: str = ""
     max_new_tokens: int = 160  # turn budget in tokens
     tau: float = 0.9  # diffusion: commit masked positions whose max prob >= tau
     # diffusion: "confidence" commits every confident masked position of the block;
     # "left_to_right" only the run of confident ones that starts at the leftmost mask (always
     # committed), so no token is fixed while a mask to its left is still open.
     commit_order: str = "confidence"
+    # diffusion: a commit repeating the token committed just left of it in the same pass waits
+    # one pass (kernels.confidence.hold_adjacent_repeats)
+    hold_repeats: bool = True
     max_steps_per_block: int | None = None  # diffusion: denoising passes per block (None: block)
     max_denoise_steps: int | None = None  # diffusion: denoising passes per turn (None: unbounded)
     action_first: bool = False  # P-ReAct order: the action span is decoded before the thinking
@@ -213,18 +220,27 @@ class Sampler(ABC):
     prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
     chat: ChatPrompt | None = None  # the model's chat framing of a context, if it has one
 
-    def encode_prompt(self, prompt: str, max_new_tokens: int) -> list[int]:
-        """Prompt ids, left-truncated so prompt + turn budget fit the model's positions."""
+    def encode_prompt(self, prompt: str, max_new_tokens: int, turn_prefix: str = "") -> list[int]:
+        """Prompt ids (the context, then the turn's prefix), left-truncated so prompt + turn
+        budget fit the model's positions; the context loses its oldest text first."""
         room = self.max_position - max_new_tokens - self.prompt_slack
         if room <= 0:
             raise ValueError(
                 f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
                 f"(model positions: {self.max_position})"
             )
-        if self.chat is not None:
-            return self.chat.encode(prompt, room)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return ids[-room:]
+        if self.chat is None:  # plain text: the prefix simply continues the context
+            ids = self.tokenizer(prompt + turn_prefix, add_special_tokens=False)["input_ids"]
+            return ids[-room:]
+        prefix_ids = self.tokenizer(turn_prefix, add_special_tokens=False)["input_ids"]
+        if turn_prefix and len(prefix_ids) >= room:
+            raise ValueError(
+                f"a turn prefix of {len(prefix_ids)} tokens leaves no room for a context"
+            )
+        return self.chat.encode(prompt, room - len(prefix_ids)) + prefix_ids
+
+    def encode_request(self, request: GenerationRequest) -> list[int]:
+        return self.encode_prompt(request.prompt, request.max_new_tokens, request.turn_prefix)
 
     @property
     def max_context_tokens(self) -> int:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from dllmflow import kernels
-from dllmflow.kernels.confidence import left_to_right_commit
+from dllmflow.kernels.confidence import hold_adjacent_repeats, left_to_right_commit
 
 from .arena import prefill_groups, right_padded
 from .base import (
@@ -71,7 +71,7 @@ class DiffusionSampler(Sampler):
         self.chat = ChatPrompt.for_model(model, tokenizer)
 
     def start(self, request: GenerationRequest) -> DiffusionState:
-        ids = self.encode_prompt(request.prompt, request.max_new_tokens)
+        ids = self.encode_request(request)
         b = self.block
         state = DiffusionState(request=request, prompt_ids=ids)
         state.pad = (-len(ids)) % b
@@ -167,6 +167,7 @@ class DiffusionSampler(Sampler):
         tokens = torch.stack([s.block_tokens for s in members]).to(device)  # [g, b]
         masked = torch.stack([s.block_masked for s in members]).to(device)  # [g, b]
         tau = torch.tensor([float(s.request.tau) for s in members], device=device)
+        was_masked = masked.clone()
         ordered = [s.request.commit_order == "left_to_right" for s in members]
         if not any(ordered):
             kernels.confidence_commit(logits, tokens, masked, tau)
@@ -177,6 +178,10 @@ class DiffusionSampler(Sampler):
                     t, m = tokens[pick], masked[pick]
                     commit(logits[pick], t, m, tau[pick])
                     tokens[pick], masked[pick] = t, m
+        hold = torch.tensor([s.request.hold_repeats for s in members], device=device)
+        if hold.any():
+            # Rows whose requests do not hold repeats pass "nothing was masked": none is held.
+            hold_adjacent_repeats(tokens, was_masked & hold[:, None], masked, self.mask_id)
         tokens, masked = tokens.cpu(), masked.cpu()
         for row, s in enumerate(members):
             s.block_tokens, s.block_masked = tokens[row], masked[row]

@@ -47,9 +47,7 @@ class HFCausalSampler(TokenSampler):
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def start(self, request: GenerationRequest) -> HFState:
-        return HFState(
-            request=request, prompt_ids=self.encode_prompt(request.prompt, request.max_new_tokens)
-        )
+        return HFState(request=request, prompt_ids=self.encode_request(request))
 
     @torch.no_grad()
     def step(self, states: Sequence[SequenceState]) -> list[ProgressEvent]:

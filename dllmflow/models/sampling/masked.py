@@ -56,7 +56,7 @@ class MaskedDiffusionSampler(DiffusionSampler):
         self.chat = None
 
     def start(self, request: GenerationRequest) -> DiffusionState:
-        ids = self.encode_prompt(request.prompt, request.max_new_tokens)
+        ids = self.encode_request(request)
         state = DiffusionState(request=request, prompt_ids=ids)
         state.block_start = len(ids)  # no padding: nothing needs block alignment
         state.n_blocks = -(-request.max_new_tokens // self.block)

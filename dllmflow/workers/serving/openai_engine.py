@@ -107,10 +107,12 @@ class OpenAICompatibleBackend(SlotBackend):
         if self.engine.endpoint == "chat":
             messages = [
                 {"role": "system", "content": AGENT_SYSTEM_PROMPT},
-                {"role": "user", "content": request.prompt},
+                # An external chat engine has no portable way to continue an assistant turn:
+                # the turn's prefix stays at the end of the user message there.
+                {"role": "user", "content": request.prompt + request.turn_prefix},
             ]
             return self.client.chat.completions.create(messages=messages, **common)
-        return self.client.completions.create(prompt=request.prompt, **common)
+        return self.client.completions.create(prompt=request.prompt + request.turn_prefix, **common)
 
     def _rejected(self, exc: openai.APIStatusError) -> GenerationFailed | EngineUnavailable:
         e, status = self.engine, exc.status_code

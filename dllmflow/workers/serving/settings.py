@@ -71,6 +71,8 @@ class ServingSettings(BaseSettings):
     # Decoding defaults for a turn.
     max_new_tokens: int = Field(default=160, ge=1)
     tau: float = Field(default=0.9, gt=0, le=1)
+    # diffusion: a commit repeating its left neighbour's token from the same pass waits a pass
+    hold_repeats: bool = True
     action_first: bool = False
 
     # Routing policies.

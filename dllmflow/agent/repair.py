@@ -12,10 +12,10 @@ the opening of the action up to its first value::
 so the structure comes from the schema and only the value from the model, as constrained
 decoding would give it. The skeleton is the start of the model's own turn (the request's
 ``turn_prefix``, after the chat template's assistant header): placed in the user message, it
-made the diffusion half start a new turn inside the value. The value ends at its closing quote; the rest of the action (an
-answer's ``sources``, a fetch's ``page``) is read from what the model wrote after it, and the
-action is closed from the schema. The result is parsed and validated like any turn: an empty
-or over-long value still fails.
+made the diffusion half start a new turn inside the value. The value ends at its closing
+quote; the rest of the action (an answer's ``sources``, a fetch's ``page``) is read from what
+the model wrote after it, and the action is closed from the schema. The result is parsed and
+validated like any turn: an empty or over-long value still fails.
 
 Both paths use this module: the durable workflow's model-turn activity and the offline episode
 loop, so the evaluation measures what production runs.

@@ -197,7 +197,7 @@ METRICS: tuple[tuple[str, str, str, int], ...] = (
     ("turns_per_episode", "turns per episode", "number", 0),
     ("tool_calls_per_episode", "tool calls per episode", "number", 0),
     ("tokens_per_forward", "tokens per forward pass", "number", 0),
-    ("gpu_seconds", "model decode seconds (GPU-seconds when served on GPUs)", "seconds", 0),
+    ("gpu_seconds", "model decode GPU-seconds", "seconds", 0),
     ("cost_per_success", "GPU cost per correct answer", "usd", 0),
     ("gpu_price_per_hour", "GPU price per hour (assumed)", "usd", 0),
 )
@@ -221,13 +221,22 @@ class Comparison:
     baseline: str | None
 
 
-def compare(by_policy: dict[str, Any]) -> Comparison:
+# A run whose replicas decoded on CPU: its decode seconds are CPU time and nothing is priced.
+CPU_LABELS = {"gpu_seconds": "model decode seconds (CPU)"}
+GPU_ONLY = ("cost_per_success", "gpu_price_per_hour")
+
+
+def compare(by_policy: dict[str, Any], accelerator: str = "gpu") -> Comparison:
     groups = {p: m for p, m in by_policy.items() if isinstance(m, dict)}
     policies = sorted(groups, key=lambda p: (p not in ("ar", "diffusion", "routed"), p))
     numeric = {k for m in groups.values() for k, v in m.items() if _float(v) is not None}
     known = {key for key, *_ in METRICS}
     catalogue = [m for m in METRICS if m[0] in numeric]
     catalogue += [(k, k, "number", 0) for k in sorted(numeric - known)]
+    if accelerator == "cpu":
+        catalogue = [
+            (k, CPU_LABELS.get(k, lb), u, n) for k, lb, u, n in catalogue if k not in GPU_ONLY
+        ]
     rows = []
     for name, label, unit, needs in catalogue:
         values = [
@@ -263,7 +272,8 @@ def eval_view(metrics: dict[str, Any]) -> EvalView:
     "recommendation": ...}}); a flat {policy: summary} mapping is accepted too."""
     nested = metrics.get("policies")
     by_policy = nested if isinstance(nested, dict) else metrics
-    table = compare(by_policy)
+    accelerator = str(metrics.get("accelerator") or "gpu")  # runs before the field: as then
+    table = compare(by_policy, accelerator)
     means = {
         p: {seg: max(0.0, _float(w.get(seg)) or 0.0) for seg in SEGMENTS}
         for p in table.policies
@@ -280,5 +290,9 @@ def eval_view(metrics: dict[str, Any]) -> EvalView:
                 x += width
         waterfalls.append(MeanWaterfall(policy, sum(mean.values()), bars))
     ab = metrics.get("ab_shadow") if isinstance(metrics.get("ab_shadow"), dict) else {}
-    arms = compare(ab["arms"]) if isinstance(ab.get("arms"), dict) and ab["arms"] else None
+    arms = (
+        compare(ab["arms"], accelerator)
+        if isinstance(ab.get("arms"), dict) and ab["arms"]
+        else None
+    )
     return EvalView(table, waterfalls, arms, ab.get("recommendation"))

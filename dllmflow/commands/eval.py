@@ -185,8 +185,17 @@ def _run_eval_dir(
                 runner.run_eval(run_settings, run_id, records, config, out, on_done=on_done)
             )
     all_records = runner.run_records(s, run_id)
+    from dllmflow.evaluation.metrics import serving_accelerator
+    from dllmflow.workers.serving.settings import ServingSettings
+
     metrics = write_outputs(
-        all_records, out, config=asdict(config), run_id=run_id, price=price, command=command
+        all_records,
+        out,
+        config=asdict(config),
+        run_id=run_id,
+        price=price,
+        command=command,
+        accelerator=serving_accelerator(ServingSettings()),
     )
     status = "completed" if not stats.failed else "completed_with_errors"
     runner.finish_run(s, run_id, metrics, status)

@@ -37,6 +37,15 @@ def gpu_price_per_hour() -> float:
     return price
 
 
+def serving_accelerator(serving: Any) -> str:
+    """Where the model turns of a run decode: "gpu" or "cpu" for the project's own replicas
+    (Ray gives a replica a GPU only when it asks for one), "external" when a slot is served by
+    an outside engine, whose hardware the run cannot see."""
+    if any(serving.kind(b) != "local" for b in ("ar", "diffusion")):
+        return "external"
+    return "gpu" if serving.replica_num_gpus > 0 else "cpu"
+
+
 def is_correct(record: Record) -> bool:
     """Exact match after normalisation, against the gold answer or any alias."""
     gold = record.get("question_record") or {}

@@ -100,10 +100,18 @@ ROWS = (
 )
 
 
-def policy_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+# A run whose replicas decode on CPU has no GPU time to price.
+CPU_ROWS = {"gpu_seconds": "model decode seconds (total, CPU)", "cost_per_success": None}
+
+
+def policy_table(metrics: dict[str, dict[str, Any]], accelerator: str = "gpu") -> list[str]:
     policies = list(metrics)
     lines = ["| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
     for label, key, kind in ROWS:
+        if accelerator == "cpu" and key in CPU_ROWS:
+            label = CPU_ROWS[key]
+            if label is None:
+                continue
         cells = [_fmt(metrics[p].get(key), kind) for p in policies]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
@@ -149,17 +157,28 @@ def render_report(
     out += [f"Eval run `{run_id}`; questions `{config.get('questions')}`."]
     if command:
         out += ["", "Command:", "", f"    {command}"]
+    accelerator = metrics.get("accelerator", "gpu")
     out += ["", "## Results per policy", ""] + (
-        policy_table(per_policy) if per_policy else ["(no episodes)"]
+        policy_table(per_policy, accelerator) if per_policy else ["(no episodes)"]
     )
     out += ["", TTFUO_DEFINITION, ""]
+    cost = (
+        "The replicas decoded on CPU, so no GPU cost is reported."
+        if accelerator == "cpu"
+        else "Cost = decode GPU-seconds of model turns x "
+        f"${metrics.get('gpu_price_per_hour')}/GPU-hour (DLLMFLOW_GPU_PRICE_PER_HOUR) / correct "
+        "answers; oracle turns use no accelerator."
+        + (
+            " An external engine served a slot: its hardware is assumed to be a GPU."
+            if accelerator == "external"
+            else ""
+        )
+    )
     out += [
         "Latency is end to end (episode created -> finished). Accuracy is exact match after "
         "normalisation (lowercase, punctuation and a leading article removed) against the gold "
         "answer or any alias. Schema adherence is the share of turns whose first decode was a "
-        "valid action (no repair). Cost = decode GPU-seconds of model turns x "
-        f"${metrics.get('gpu_price_per_hour')}/GPU-hour (DLLMFLOW_GPU_PRICE_PER_HOUR) / correct "
-        "answers; oracle turns use no accelerator.",
+        "valid action (no repair). " + cost,
     ]
     out += ["", "## Side by side with the paper", "", *paper_table(per_policy)]
     out += [
@@ -177,7 +196,7 @@ def render_report(
     ]
     arms = metrics.get("ab_shadow") or {}
     if arms.get("arms") or arms.get("shadow_turns"):
-        out += ["", "## A/B and shadow arms", "", *policy_table(arms["arms"])]
+        out += ["", "## A/B and shadow arms", "", *policy_table(arms["arms"], accelerator)]
         for arm, m in arms["arms"].items():
             out.append(
                 f"- {arm}: accuracy 95% CI {_ci(m.get('accuracy_ci'), 'pct')}, "
@@ -223,8 +242,11 @@ def _onoff(value: Any) -> str:
     return "default" if value is None else ("on" if value else "off")
 
 
-def build_metrics(records: Sequence[dict[str, Any]], price: float) -> dict[str, Any]:
+def build_metrics(
+    records: Sequence[dict[str, Any]], price: float, accelerator: str = "gpu"
+) -> dict[str, Any]:
     return {
+        "accelerator": accelerator,
         "gpu_price_per_hour": price,
         "policies": by_policy(records, price),
         "ab_shadow": arm_report(records),
@@ -239,10 +261,11 @@ def write_outputs(
     run_id: str,
     price: float,
     command: str | None = None,
+    accelerator: str = "gpu",
 ) -> dict[str, Any]:
     from dllmflow.evaluation.plots import write_plots
 
-    metrics = build_metrics(records, price)
+    metrics = build_metrics(records, price, accelerator)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     write_csv(records, out / "episodes.csv")
     write_plots(records, out)

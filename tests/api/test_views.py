@@ -124,3 +124,17 @@ def test_compare_orders_metrics_and_hides_percentiles_from_few_episodes() -> Non
     assert p99.values == [None, 7.0, None]  # 4 episodes give no p99; 120 do
     only_few = compare({"ar": few})
     assert "latency_p99_s" not in [row.name for row in only_few.rows]
+
+
+def test_a_cpu_run_shows_no_gpu_cost() -> None:
+    summary = {
+        "episodes": 8,
+        "gpu_seconds": 40.0,
+        "cost_per_success": 0.01,
+        "gpu_price_per_hour": 2.5,
+    }
+    gpu = {row.name: row.label for row in eval_view({"policies": {"ar": summary}}).policies.rows}
+    assert gpu["gpu_seconds"] == "model decode GPU-seconds" and "cost_per_success" in gpu
+    view = eval_view({"accelerator": "cpu", "policies": {"ar": summary}})
+    cpu = {row.name: row.label for row in view.policies.rows}
+    assert cpu == {"episodes": "episodes", "gpu_seconds": "model decode seconds (CPU)"}

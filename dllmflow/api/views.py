@@ -9,6 +9,7 @@ from typing import Any
 
 from dllmflow.api.schemas import TimelineTurn, ToolResult
 from dllmflow.config import Settings
+from dllmflow.evaluation.metrics import GPU_PRICED_METRICS
 from dllmflow.store.checkpoints import StoredCheckpoint
 from dllmflow.store.models import Episode
 
@@ -223,7 +224,6 @@ class Comparison:
 
 # A run whose replicas decoded on CPU: its decode seconds are CPU time and nothing is priced.
 CPU_LABELS = {"gpu_seconds": "model decode seconds (CPU)"}
-GPU_ONLY = ("cost_per_success", "gpu_price_per_hour")
 
 
 def compare(by_policy: dict[str, Any], accelerator: str = "gpu") -> Comparison:
@@ -235,7 +235,9 @@ def compare(by_policy: dict[str, Any], accelerator: str = "gpu") -> Comparison:
     catalogue += [(k, k, "number", 0) for k in sorted(numeric - known)]
     if accelerator == "cpu":
         catalogue = [
-            (k, CPU_LABELS.get(k, lb), u, n) for k, lb, u, n in catalogue if k not in GPU_ONLY
+            (k, CPU_LABELS.get(k, lb), u, n)
+            for k, lb, u, n in catalogue
+            if k not in GPU_PRICED_METRICS
         ]
     rows = []
     for name, label, unit, needs in catalogue:

@@ -37,6 +37,10 @@ def gpu_price_per_hour() -> float:
     return price
 
 
+# The metrics that price GPU time: a run whose replicas decode on CPU shows none of them.
+GPU_PRICED_METRICS = ("cost_per_success", "gpu_price_per_hour")
+
+
 def serving_accelerator(serving: Any) -> str:
     """Where the model turns of a run decode: "gpu" or "cpu" for the project's own replicas
     (Ray gives a replica a GPU only when it asks for one), "external" when a slot is served by

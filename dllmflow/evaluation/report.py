@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dllmflow.evaluation.metrics import arm_report, by_policy, gpu_seconds, is_correct
+from dllmflow.evaluation.metrics import (
+    GPU_PRICED_METRICS,
+    arm_report,
+    by_policy,
+    gpu_seconds,
+    is_correct,
+)
 
 # "DLLM Agent: See Farther, Run Faster" (arXiv 2602.07451), 110 BrowseComp-ZH questions.
 PAPER = {
@@ -100,18 +106,17 @@ ROWS = (
 )
 
 
-# A run whose replicas decode on CPU has no GPU time to price.
-CPU_ROWS = {"gpu_seconds": "model decode seconds (total, CPU)", "cost_per_success": None}
+CPU_DECODE_LABEL = "model decode seconds (total, CPU)"  # gpu_seconds of a CPU run
 
 
 def policy_table(metrics: dict[str, dict[str, Any]], accelerator: str = "gpu") -> list[str]:
     policies = list(metrics)
     lines = ["| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
     for label, key, kind in ROWS:
-        if accelerator == "cpu" and key in CPU_ROWS:
-            label = CPU_ROWS[key]
-            if label is None:
+        if accelerator == "cpu":
+            if key in GPU_PRICED_METRICS:
                 continue
+            label = CPU_DECODE_LABEL if key == "gpu_seconds" else label
         cells = [_fmt(metrics[p].get(key), kind) for p in policies]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines

@@ -4,7 +4,9 @@ It returns the same shapes as the runtime tools (which use Postgres full-text se
   search -> [{"id", "title", "url", "snippet"}, ...]
   fetch  -> {"id", "title", "url", "text", "page", "pages"}
 Ranking is plain term overlap weighted by inverse document frequency, with title hits counting
-double, so results are deterministic and need nothing beyond the standard library. Runtime
+double, so results are deterministic and need nothing beyond the standard library. A query word
+the corpus never uses is first replaced by its closest corpus word (spelling.py), as the runtime
+tool does with pg_trgm. Runtime
 episodes use the real tool; this stands in only for training data, tests and offline eval.
 """
 
@@ -15,6 +17,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+from dllmflow.world.spelling import Vocabulary
 
 _WORD = re.compile(r"[a-z0-9]+")
 PAGE_CHARS = 1200
@@ -37,9 +41,10 @@ class InMemorySearch:
             df.update(text | title)
         n = len(self.docs)
         self._idf = {t: math.log(1 + n / c) for t, c in df.items()}
+        self._vocabulary = Vocabulary(df, frequency=dict(df))
 
     def search(self, query: str, k: int = 5) -> list[dict[str, str]]:
-        q = list(dict.fromkeys(_terms(query)))
+        q = list(dict.fromkeys(self._vocabulary.correct(_terms(query))))
         if not q:
             return []
         phrase = " ".join(q)

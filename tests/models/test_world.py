@@ -21,6 +21,7 @@ from dllmflow.world.generator import (
     write_world,
 )
 from dllmflow.world.local_search import InMemorySearch
+from dllmflow.world.spelling import Vocabulary
 
 SMALL = dict(n_people=30, n_orgs=12, n_cities=10, n_countries=4, n_works=20, n_questions=25)
 
@@ -133,3 +134,22 @@ def test_export_world_splits(tmp_path):
     )
     with pytest.raises(ValueError, match="split"):
         export_world(tmp_path, split="test")
+
+
+def test_search_corrects_a_word_the_corpus_never_uses():
+    world = generate_world(11, **SMALL)
+    tools = InMemorySearch(world.documents)
+    doc = next(d for d in world.documents if len(d["title"].split()[-1]) >= 7)
+    name = doc["title"]
+    garbled = name[:-1] + name[-2:]  # the last letters doubled, as a diffusion copy can
+    assert tools.search(garbled)[0]["id"] == doc["id"]
+    assert tools.search("qqqqxzzv") == []
+
+
+def test_vocabulary_prefers_the_closest_then_the_commoner_word():
+    vocabulary = Vocabulary(["velorin", "velorix", "harbour"], frequency={"velorix": 5})
+    assert vocabulary.closest("velori") == "velorix"  # a tie with velorin; velorix is commoner
+    assert Vocabulary(["velorin", "velorix"]).closest("velori") == "velorin"  # then a-z
+    assert vocabulary.closest("harbourr") == "harbour"
+    assert vocabulary.closest("vel") is None  # too short to correct
+    assert vocabulary.correct(["velorin", "harbourr", "qqqq"]) == ["velorin", "harbour", "qqqq"]

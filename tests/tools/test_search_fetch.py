@@ -6,15 +6,17 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from dllmflow.store import corpus as store
 from dllmflow.store.db import get_engine
 from dllmflow.workers.tools import CorpusTools, ToolError
 from dllmflow.workers.tools import search as search_module
+from dllmflow.workers.tools import spelling as spelling_module
 from dllmflow.workers.tools.fetch import fetch
 from dllmflow.workers.tools.search import search
 from dllmflow.world.local_search import PAGE_CHARS, SNIPPET_CHARS, InMemorySearch
+from dllmflow.world.spelling import similarity
 from tests.tools.conftest import doc
 
 pytestmark = pytest.mark.integration
@@ -83,6 +85,38 @@ def test_any_term_tier_skips_words_too_common_to_rank_by(stack, corpus_name, mon
     # Only common words: the rarest one ("city", 5 documents) is used rather than none.
     result = search(stack, "born city hovercraft", k=10, corpus=corpus_name)
     assert ids(result) == [f"c{i}" for i in range(5)]
+
+
+SPELLING_DOCS = [
+    doc("shaizor", "Shaizor is a port city on the coast.", title="Shaizor"),
+    doc("rugyrville", "Rugyrville elected a new mayor.", title="Rugyrville"),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("shaizoror", "shaizor"), ("Shaizr", "shaizor"), ("the mayor of Rugyrvile", "rugyrville")],
+)
+def test_a_misspelt_name_finds_its_page_as_in_memory(stack, corpus_name, query, expected):
+    store.load_documents(stack, SPELLING_DOCS, corpus=corpus_name)
+    assert ids(search(stack, query, corpus=corpus_name))[0] == expected
+    assert InMemorySearch(SPELLING_DOCS).search(query)[0]["id"] == expected
+
+
+def test_a_word_like_no_corpus_word_is_not_corrected(stack, corpus_name, monkeypatch):
+    store.load_documents(stack, SPELLING_DOCS, corpus=corpus_name)
+    assert search(stack, "xylophonist", corpus=corpus_name).value == []
+    # Without pg_trgm the query runs as written.
+    monkeypatch.setattr(spelling_module, "_HAS_TRIGRAMS", text("SELECT 1 WHERE false"))
+    assert search(stack, "shaizoror", corpus=corpus_name).value == []
+
+
+def test_trigram_similarity_is_pg_trgm_s(stack):
+    pairs = [("shaizoror", "shaizor"), ("rugyrvil", "rugyrvill"), ("publisher", "published")]
+    with get_engine(stack).connect() as conn:
+        for a, b in pairs:
+            expected = conn.execute(text("SELECT similarity(:a, :b)"), {"a": a, "b": b}).scalar()
+            assert similarity(a, b) == pytest.approx(expected, abs=1e-6)
 
 
 def test_results_have_the_in_memory_shape_and_the_same_snippets(stack, ranked):

@@ -5,7 +5,9 @@ term, "quoted phrases", -excluded words), by ts_rank_cd with the title weighted 
 then, if that gives fewer than k, documents matching any of the query's informative words, by
 the same rank. So a document containing all the terms always comes before one that misses
 some, and a query whose words never occur together still returns something. A document whose
-title is exactly the query ranks double (a name query wants that entity's own page).
+title is exactly the query ranks double (a name query wants that entity's own page). Before
+either tier, a word no document holds is replaced by the closest corpus word (spelling.py), so a
+misspelt or miscopied name still finds its page.
 
 "Informative" keeps the any-word tier fast and meaningful on large corpora: a word held by
 common_threshold(n) of the corpus's n documents or more (COMMON_FRACTION of them, at least
@@ -33,6 +35,7 @@ from dllmflow.config import Settings
 from dllmflow.store.corpus import DEFAULT_CORPUS, read_state
 from dllmflow.workers.tools.base import ToolResult
 from dllmflow.workers.tools.snapshot import clean_text, corpus_snapshot
+from dllmflow.workers.tools.spelling import corrected_query
 from dllmflow.world.local_search import query_snippet
 
 DEFAULT_K = 5
@@ -100,18 +103,25 @@ def common_threshold(corpus_docs: int) -> int:
     return max(COMMON_MIN_DOCS, min(COMMON_MAX_DOCS, int(COMMON_FRACTION * corpus_docs)))
 
 
+def word_frequencies(
+    conn: Connection, words: list[str], corpus: str
+) -> list[tuple[str, int | None]]:
+    """(word, documents holding it) per word, in order; None for a stop word."""
+    if not words:
+        return []
+    rows = conn.execute(_DOC_FREQUENCY_SQL, {"corpus": corpus, "words": words}).all()
+    return [(word, docs) for word, docs in rows]
+
+
 def informative_terms(
-    conn: Connection, terms: list[str], corpus: str, corpus_docs: int
+    frequencies: list[tuple[str, int | None]], corpus_docs: int
 ) -> tuple[list[str], list[str]]:
     """(terms that select documents, terms that rank them) for the any-word tier.
 
     Selecting: the terms in fewer than common_threshold documents, else the rarest one.
     Ranking: every term the corpus has.
     """
-    if not terms:
-        return [], []
-    rows = conn.execute(_DOC_FREQUENCY_SQL, {"corpus": corpus, "words": terms}).all()
-    found = [(term, docs) for term, docs in rows if docs]
+    found = [(term, docs) for term, docs in frequencies if docs]
     limit = common_threshold(corpus_docs)
     rare = [term for term, docs in found if docs < limit]
     if not rare and found:
@@ -124,6 +134,14 @@ def search_in(
 ) -> list[dict[str, Any]]:
     """Ranked hits (with ``rank``) inside an open snapshot; see the module docstring."""
     query = clean_text(query)
+    words = or_terms(query)
+    frequencies = word_frequencies(conn, words, corpus)
+    unknown = [word for word, docs in frequencies if docs == 0]
+    if unknown:
+        corrected = corrected_query(conn, query, corpus, unknown)
+        if corrected != query:
+            query, words = corrected, or_terms(corrected)
+            frequencies = word_frequencies(conn, words, corpus)
     base = {
         "corpus": corpus,
         "title": " ".join(query.replace('"', " ").split()).lower(),
@@ -134,11 +152,10 @@ def search_in(
         {**base, "query": query, "exclude": [], "k": k},
     ).all()
     hits = [dict(r._mapping) for r in rows]
-    words = or_terms(query)
     select: list[str] = []
     # A one-word query's any-word tier is its all-words tier again: nothing more to find.
     if len(hits) < k and len(words) > 1:
-        select, rank = informative_terms(conn, words, corpus, corpus_docs)
+        select, rank = informative_terms(frequencies, corpus_docs)
     if select:
         sql = _SEARCH_SQL.format(
             match=_any_term_expression(select, words), rank=_any_term_expression(rank, words)

@@ -16,22 +16,34 @@ from dllmflow.commands.eval import eval_command, sweep_command
 from dllmflow.stack.health import Health
 
 
-def _hide_flag_types() -> None:
-    """typer 0.29 prints `<bool>` in the type column of every flag, --help included; a flag
-    takes no value, so its type column stays empty (a typer without the hook is left as is)."""
+def _plain_help_notation() -> None:
+    """typer 0.29 prints `<bool>` in the type column of every flag and `{QUESTION}` for a
+    required argument in the usage line. A flag takes no value, so its type column stays empty;
+    arguments read as click writes them, `QUESTION` required and `[QUESTION]` optional. A typer
+    without these hooks is left as is."""
     option = getattr(typer.core, "TyperOption", None)
     shown = getattr(option, "display_type_rich", None)
-    if option is None or shown is None or getattr(shown, "_dllmflow", False):
-        return
+    if option is not None and shown is not None and not getattr(shown, "_dllmflow", False):
 
-    def display_type_rich(self, ctx):
-        return None if self.is_flag and not self.count else shown(self, ctx)
+        def display_type_rich(self, ctx):
+            return None if self.is_flag and not self.count else shown(self, ctx)
 
-    display_type_rich._dllmflow = True  # type: ignore[attr-defined]
-    option.display_type_rich = display_type_rich
+        display_type_rich._dllmflow = True  # type: ignore[attr-defined]
+        option.display_type_rich = display_type_rich
+
+    argument = getattr(typer.core, "TyperArgument", None)
+    usage = getattr(argument, "_usage_display_name", None)
+    if argument is not None and usage is not None and not getattr(usage, "_dllmflow", False):
+
+        def usage_display_name(self) -> str:
+            name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        usage_display_name._dllmflow = True  # type: ignore[attr-defined]
+        argument._usage_display_name = usage_display_name
 
 
-_hide_flag_types()
+_plain_help_notation()
 
 app = typer.Typer(
     help="Durable research agents on diffusion and autoregressive LLMs.",

@@ -89,3 +89,11 @@ def test_help_shows_no_type_for_a_flag(down_env, command) -> None:
     flag = next(line for line in out.stdout.splitlines() if "--json" in line)
     assert "<" not in flag  # no type between the flag and its help
     assert "<int range>" in out.stdout
+
+
+def test_usage_names_arguments_as_click_does(down_env) -> None:
+    """typer alone writes a required argument as `{QUESTION}`."""
+    out = _cli(down_env, "run", "--help")
+    assert out.returncode == 0, out.stderr
+    usage = next(line for line in out.stdout.splitlines() if "Usage:" in line)
+    assert usage.split()[-1] == "QUESTION", usage

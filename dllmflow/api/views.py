@@ -223,7 +223,12 @@ class Comparison:
 
 
 # A run whose replicas decoded on CPU: its decode seconds are CPU time and nothing is priced.
-CPU_LABELS = {"gpu_seconds": "model decode seconds (CPU)"}
+# A run stored before runs recorded their accelerator ("unknown"): nothing is priced either,
+# since its decode seconds may be CPU time.
+UNPRICED_LABELS = {
+    "cpu": {"gpu_seconds": "model decode seconds (CPU)"},
+    "unknown": {"gpu_seconds": "model decode seconds (accelerator not recorded)"},
+}
 
 
 def compare(by_policy: dict[str, Any], accelerator: str = "gpu") -> Comparison:
@@ -233,11 +238,10 @@ def compare(by_policy: dict[str, Any], accelerator: str = "gpu") -> Comparison:
     known = {key for key, *_ in METRICS}
     catalogue = [m for m in METRICS if m[0] in numeric]
     catalogue += [(k, k, "number", 0) for k in sorted(numeric - known)]
-    if accelerator == "cpu":
+    if accelerator in UNPRICED_LABELS:
+        labels = UNPRICED_LABELS[accelerator]
         catalogue = [
-            (k, CPU_LABELS.get(k, lb), u, n)
-            for k, lb, u, n in catalogue
-            if k not in GPU_PRICED_METRICS
+            (k, labels.get(k, lb), u, n) for k, lb, u, n in catalogue if k not in GPU_PRICED_METRICS
         ]
     rows = []
     for name, label, unit, needs in catalogue:
@@ -274,7 +278,7 @@ def eval_view(metrics: dict[str, Any]) -> EvalView:
     "recommendation": ...}}); a flat {policy: summary} mapping is accepted too."""
     nested = metrics.get("policies")
     by_policy = nested if isinstance(nested, dict) else metrics
-    accelerator = str(metrics.get("accelerator") or "gpu")  # runs before the field: as then
+    accelerator = str(metrics.get("accelerator") or "unknown")
     table = compare(by_policy, accelerator)
     means = {
         p: {seg: max(0.0, _float(w.get(seg)) or 0.0) for seg in SEGMENTS}

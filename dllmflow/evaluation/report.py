@@ -106,17 +106,22 @@ ROWS = (
 )
 
 
-CPU_DECODE_LABEL = "model decode seconds (total, CPU)"  # gpu_seconds of a CPU run
+# gpu_seconds of a run that is not priced: one on CPU, or one from before runs recorded their
+# accelerator (its decode seconds may be CPU time).
+UNPRICED_DECODE_LABELS = {
+    "cpu": "model decode seconds (total, CPU)",
+    "unknown": "model decode seconds (total, accelerator not recorded)",
+}
 
 
 def policy_table(metrics: dict[str, dict[str, Any]], accelerator: str = "gpu") -> list[str]:
     policies = list(metrics)
     lines = ["| metric | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
     for label, key, kind in ROWS:
-        if accelerator == "cpu":
+        if accelerator in UNPRICED_DECODE_LABELS:
             if key in GPU_PRICED_METRICS:
                 continue
-            label = CPU_DECODE_LABEL if key == "gpu_seconds" else label
+            label = UNPRICED_DECODE_LABELS[accelerator] if key == "gpu_seconds" else label
         cells = [_fmt(metrics[p].get(key), kind) for p in policies]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
@@ -162,7 +167,7 @@ def render_report(
     out += [f"Eval run `{run_id}`; questions `{config.get('questions')}`."]
     if command:
         out += ["", "Command:", "", f"    {command}"]
-    accelerator = metrics.get("accelerator", "gpu")
+    accelerator = metrics.get("accelerator") or "unknown"
     out += ["", "## Results per policy", ""] + (
         policy_table(per_policy, accelerator) if per_policy else ["(no episodes)"]
     )
@@ -170,6 +175,9 @@ def render_report(
     cost = (
         "The replicas decoded on CPU, so no GPU cost is reported."
         if accelerator == "cpu"
+        else "This run predates the record of where its replicas decoded, so no GPU cost is "
+        "reported."
+        if accelerator == "unknown"
         else "Cost = decode GPU-seconds of model turns x "
         f"${metrics.get('gpu_price_per_hour')}/GPU-hour (DLLMFLOW_GPU_PRICE_PER_HOUR) / correct "
         "answers; oracle turns use no accelerator."

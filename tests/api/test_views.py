@@ -133,8 +133,17 @@ def test_a_cpu_run_shows_no_gpu_cost() -> None:
         "cost_per_success": 0.01,
         "gpu_price_per_hour": 2.5,
     }
-    gpu = {row.name: row.label for row in eval_view({"policies": {"ar": summary}}).policies.rows}
+    def labels(accelerator: str | None) -> dict[str, str]:
+        metrics = {"policies": {"ar": summary}}
+        if accelerator:
+            metrics["accelerator"] = accelerator
+        return {row.name: row.label for row in eval_view(metrics).policies.rows}
+
+    gpu = labels("gpu")
     assert gpu["gpu_seconds"] == "model decode GPU-seconds" and "cost_per_success" in gpu
-    view = eval_view({"accelerator": "cpu", "policies": {"ar": summary}})
-    cpu = {row.name: row.label for row in view.policies.rows}
-    assert cpu == {"episodes": "episodes", "gpu_seconds": "model decode seconds (CPU)"}
+    assert labels("cpu") == {"episodes": "episodes", "gpu_seconds": "model decode seconds (CPU)"}
+    # A run stored before runs recorded their accelerator is not priced as a GPU run.
+    assert labels(None) == {
+        "episodes": "episodes",
+        "gpu_seconds": "model decode seconds (accelerator not recorded)",
+    }

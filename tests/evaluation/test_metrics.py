@@ -189,3 +189,8 @@ def test_a_cpu_run_reports_decode_seconds_without_a_gpu_cost() -> None:
     assert "decoded on CPU, so no GPU cost is reported" in cpu
     gpu = render_report(build_metrics(records, 2.5, "gpu"), config, None, "r1")
     assert "| GPU-seconds (total) |" in gpu and "| cost / successful task |" in gpu
+    stored_before = build_metrics(records, 2.5, "gpu")
+    del stored_before["accelerator"]  # runs stored before the field
+    old = render_report(stored_before, config, None, "r1")
+    assert "| model decode seconds (total, accelerator not recorded) | 3.00 |" in old
+    assert "cost / successful task" not in old and "no GPU cost is reported" in old

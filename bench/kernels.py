@@ -391,6 +391,11 @@ def tune(dev: str, rep_ms: int, kernels: set[str]) -> dict:
     if "decode" in kernels:
         for batch, cache in ((1, 1024), (1, 4096), (4, 1024), (4, 4096), (16, 1024)):
             best[f"decode {batch} {cache}"] = _tune_decode(batch, cache, dev, rep_ms)
+    if "decode-gqa" in kernels:
+        for layout in ((9, 3, 64), (28, 4, 128)):
+            for batch in (4, 32):
+                key = f"decode-gqa {layout} {batch} 4096"
+                best[key] = _tune_decode_gqa(layout, batch, 4096, dev, rep_ms)
     if "block-causal" in kernels:
         best["block-causal"] = _tune_block_causal(dev, rep_ms)
     return best
@@ -467,6 +472,35 @@ def _tune_decode(batch, cache, dev, rep_ms) -> list:
 
     flash_us = bench_graph([lambda x=x: flash(*x) for x in sets], rep_ms) * 1e6
     return _report(f"decode b={batch} S={cache} (flash {flash_us:.1f}us)", results)
+
+
+def _tune_decode_gqa(layout, batch, cache, dev, rep_ms, block=32) -> dict:
+    """The grouped-query decode rows' launch space (query rows per program, key tile, warps,
+    stages, cache splits): (us, HBM share, config) of the default and the five fastest."""
+    heads, kv_heads, head_dim = layout
+    nbytes = 2 * 2 * batch * (kv_heads * cache + 2 * heads * block) * head_dim
+    sets = []
+    for _ in range(input_sets(nbytes)):
+        q = torch.randn(batch, heads, block, head_dim, device=dev).bfloat16()
+        k = torch.randn(batch, kv_heads, cache, head_dim, device=dev).bfloat16()
+        kv_lens = torch.full((batch,), cache, dtype=torch.int32, device=dev)
+        sets.append((q, k, torch.randn_like(k), kv_lens))
+    peak_bw = device_peaks(torch.cuda.get_device_name(dev))[0]
+    space = itertools.product((None, 32), (64, 128), (4, 8), (2, 3), (None, 2, 4, 8))
+    results = []
+    for bm, bn, w, st, sp in [(None,) * 5, *space]:
+        cfg = {"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st, "n_split": sp}
+        fns = [lambda x=x, cfg=cfg: block_decode_attention_triton(*x, 0.125, **cfg) for x in sets]
+        try:
+            us = bench_graph(fns, rep_ms) * 1e6
+        except Exception as exc:
+            print(f"  decode-gqa config failed {cfg}: {exc!s:.100}")
+            continue
+        share = round(nbytes / (us * 1e-6) / peak_bw, 3) if peak_bw else None
+        results.append((round(us, 2), share, bm, bn, w, st, sp))
+    default = results[0] if results and results[0][2:] == (None,) * 5 else None
+    print(f"tune decode-gqa {layout} b={batch}: default {default}", flush=True)
+    return {"default": default, "best": _report(f"decode-gqa {layout} b={batch}", results)}
 
 
 def _tune_block_causal(dev, rep_ms) -> list:
@@ -610,8 +644,9 @@ def main() -> None:
     ap.add_argument(
         "--tune",
         nargs="?",
-        const="commit,decode,block-causal",
-        help="run the launch-configuration sweep first (optionally only: commit,decode,...)",
+        const="commit,decode,decode-gqa,block-causal",
+        help="run the launch-configuration sweep first (optionally only: commit,decode,"
+        "decode-gqa,block-causal)",
     )
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, for CPU checks")
     ap.add_argument("--rep-ms", type=int, default=40)

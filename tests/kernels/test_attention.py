@@ -15,6 +15,7 @@ from dllmflow.kernels.attention import (
     block_causal_mask,
     block_decode_attention_reference,
     block_decode_attention_triton,
+    decode_splits,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -298,3 +299,12 @@ def test_gqa_public_entry_points(device, monkeypatch, backend):
     args = (2, 9, 3, 1, 40, 64, [1, 30], torch.float16, device, 29, poison)
     qd, k, v, kv_lens, ref = gqa_decode_case(*args)
     assert_close(block_decode_attention(qd, k, v, kv_lens), ref, torch.float16)
+
+
+def test_decode_splits_fill_the_sms_in_even_waves() -> None:
+    sms = 132
+    assert decode_splits(32, sms) == 4  # batch 1 x 32 heads: about one program per SM
+    assert decode_splits(24, sms) == 5
+    assert decode_splits(128, sms) == 1  # one wave already
+    assert decode_splits(192, sms) == 2  # 1.45 waves: split, so the second is not part-empty
+    assert decode_splits(264, sms) == 1 and decode_splits(512, sms) == 1

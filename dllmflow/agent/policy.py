@@ -26,6 +26,7 @@ class ModelPolicy:
         max_new_tokens: int = 160,
         tau: float = 0.9,
         commit_order: str = "confidence",
+        planner_commit_order: str | None = None,
         hold_repeats: bool = True,
         action_first: bool = False,
         context_tokens: int | None = None,
@@ -35,6 +36,9 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.tau = tau
         self.commit_order = commit_order
+        # The planner's turn may commit in another order than the seeker's and writer's
+        # (None: the same).
+        self.planner_commit_order = planner_commit_order or commit_order
         self.hold_repeats = hold_repeats
         self.action_first = action_first
         # Default: the budget the checkpoint was trained with (the tiny pair's: 640 tokens).
@@ -68,7 +72,7 @@ class ModelPolicy:
             turn_prefix=prefix,
             max_new_tokens=self.max_new_tokens,
             tau=self.tau,
-            commit_order=self.commit_order,
+            commit_order=self.planner_commit_order if role == "planner" else self.commit_order,
             hold_repeats=self.hold_repeats,
             action_first=self.action_first and not prefix,
             max_denoise_steps=self.max_denoise_steps,

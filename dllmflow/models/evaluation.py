@@ -38,6 +38,7 @@ def make_policy(
     concurrency: int = 1,
     commit_order: str = "confidence",
     hold_repeats: bool = True,
+    planner_commit_order: str | None = None,
 ):
     """``oracle`` or a checkpoint (shipped name or directory) behind a ModelPolicy; with
     ``concurrency`` > 1 the turns of concurrent episodes share one continuous batch."""
@@ -48,7 +49,13 @@ def make_policy(
     from .loader import load_backend
 
     backend = load_backend(name, device=device)
-    kw = dict(tau=tau, commit_order=commit_order, hold_repeats=hold_repeats, action_first=p_react)
+    kw = dict(
+        tau=tau,
+        commit_order=commit_order,
+        planner_commit_order=planner_commit_order,
+        hold_repeats=hold_repeats,
+        action_first=p_react,
+    )
     if concurrency <= 1:
         return ModelPolicy(backend.sampler, **kw)
     return BatchedPolicy(backend.sampler, max_batch=concurrency, **kw)
@@ -164,6 +171,7 @@ def evaluate_policy(
     commit_order: str = "confidence",
     repair: bool = True,
     hold_repeats: bool = True,
+    planner_commit_order: str | None = None,
 ) -> dict[str, Any]:
     """The `dllmflow eval` entry point: metrics of one policy on held-out (or given) questions."""
     if (corpus_path is None) != (questions_path is None):
@@ -185,6 +193,7 @@ def evaluate_policy(
         concurrency=concurrency,
         commit_order=commit_order,
         hold_repeats=hold_repeats,
+        planner_commit_order=planner_commit_order,
     )
     t0 = time.time()
 
@@ -207,6 +216,7 @@ def evaluate_policy(
         "p_react": p_react,
         "tau": tau,
         "commit_order": commit_order,
+        "planner_commit_order": planner_commit_order or commit_order,
         "hold_repeats": hold_repeats,
         "repair": repair,
         **source,
@@ -258,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="diffusion: commit any confident mask, or only the confident run from the left",
     )
     ap.add_argument(
+        "--planner-commit-order",
+        choices=["confidence", "left_to_right"],
+        help="diffusion: the planner's turns in this order (default: --commit-order)",
+    )
+    ap.add_argument(
         "--no-hold-repeats",
         dest="hold_repeats",
         action="store_false",
@@ -290,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=a.concurrency,
         episodes_out=a.episodes_out,
         commit_order=a.commit_order,
+        planner_commit_order=a.planner_commit_order,
         repair=a.repair,
         hold_repeats=a.hold_repeats,
     )

@@ -102,3 +102,14 @@ def test_shipped_checkpoints_write_valid_planner_turns(name):
         assert parsed.valid, result.text
         assert parsed.action.tool == "search"
         assert parsed.action.args["query"] == q["hops"][0]["entity"]
+
+
+def test_the_planner_may_commit_in_its_own_order():
+    backend = load_backend("diffusion")
+    policy = ModelPolicy(backend.sampler, planner_commit_order="left_to_right")
+    question = {"question": "Who founded Ficam Laboratories?"}
+    assert policy.request("planner", question, []).commit_order == "left_to_right"
+    assert policy.request("seeker", question, []).commit_order == "confidence"
+    assert ModelPolicy(backend.sampler).request("planner", question, []).commit_order == (
+        "confidence"
+    )

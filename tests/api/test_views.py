@@ -133,6 +133,7 @@ def test_a_cpu_run_shows_no_gpu_cost() -> None:
         "cost_per_success": 0.01,
         "gpu_price_per_hour": 2.5,
     }
+
     def labels(accelerator: str | None) -> dict[str, str]:
         metrics = {"policies": {"ar": summary}}
         if accelerator:

@@ -68,7 +68,8 @@ def _init(base_dir: str) -> None:
     _CHAT = ChatPrompt(_TOK)
 
 
-def _episode_examples(args: tuple[str, int, bool]) -> list[tuple[list[int], list[int]]]:
+def _episode_examples(args: tuple[str, int, bool]) -> list[tuple[str, list[int], list[int]]]:
+    """One episode -> (role, context ids, turn ids) per turn."""
     line, context_tokens, action_first = args
     record = json.loads(line)
     question, steps = record["question"], [Step(**s) for s in record["steps"]]
@@ -92,7 +93,7 @@ def _episode_examples(args: tuple[str, int, bool]) -> list[tuple[list[int], list
         )
         ctx = chat.encode(context, context_tokens + framing)
         turn = tok(step.turn, add_special_tokens=False)["input_ids"][: TURN_TOKENS - 1]
-        out.append((ctx, [*turn, tok.eos_token_id]))
+        out.append((step.role, ctx, [*turn, tok.eos_token_id]))
     return out
 
 
@@ -143,8 +144,10 @@ def prepare(
     jobs = [(line, context_tokens, rng.random() < action_first_fraction) for line in lines]
     with get_context("spawn").Pool(workers, initializer=_init, initargs=(str(base_dir),)) as pool:
         chunks = pool.map(_episode_examples, jobs, chunksize=16)
-        examples = [ex for chunk in chunks for ex in chunk]
-        PackedExamples.pack(examples).save(out, context_tokens=context_tokens)
+        turns = [turn for chunk in chunks for turn in chunk]
+        examples = [(ctx, turn) for _, ctx, turn in turns]
+        roles = [role for role, _, _ in turns]
+        PackedExamples.pack(examples, roles).save(out, context_tokens=context_tokens)
         counts = {"episodes": len(lines), "agent_examples": len(examples)}
         if prose is not None:
             with _open(prose) as f:
@@ -219,10 +222,35 @@ def diffusion_loss(model, batch: dict[str, torch.Tensor], block: int) -> tuple[t
 # Training loop
 
 
-def _batches(examples: PackedExamples, tokens_per_batch: int, rng: random.Random) -> Iterator:
+def example_order(examples: PackedExamples, oversample: dict[str, int] | None) -> list[int]:
+    """Every example index once, those of an oversampled role ``oversample[role]`` times."""
+    if not oversample:
+        return list(range(len(examples)))
+    if examples.roles is None:
+        raise ValueError(
+            "oversampling needs per-example roles; this data was prepared without them "
+            "(run `prepare` again)"
+        )
+    unknown = sorted(set(oversample) - set(examples.roles))
+    if unknown:
+        raise ValueError(f"oversample: no examples of role {unknown}; roles: "
+                         f"{sorted(set(examples.roles))}")  # fmt: skip
+    bad = {role: n for role, n in oversample.items() if n < 1}
+    if bad:
+        raise ValueError(f"oversample: each factor must be >= 1, got {bad}")
+    return [i for i, role in enumerate(examples.roles) for _ in range(oversample.get(role, 1))]
+
+
+def _batches(
+    examples: PackedExamples,
+    tokens_per_batch: int,
+    rng: random.Random,
+    oversample: dict[str, int] | None = None,
+) -> Iterator:
     """Endless shuffled batches of similar length, about ``tokens_per_batch`` tokens each."""
+    base_order = example_order(examples, oversample)
     while True:
-        order = list(range(len(examples)))
+        order = list(base_order)
         rng.shuffle(order)
         for i in range(0, len(order), 4096):
             part = sorted(order[i : i + 4096], key=lambda j: examples.lengths[j])
@@ -238,9 +266,10 @@ def _batches(examples: PackedExamples, tokens_per_batch: int, rng: random.Random
 
 
 class _Batches(torch.utils.data.IterableDataset):
-    def __init__(self, examples, kind, ids, block, tokens, seed):
+    def __init__(self, examples, kind, ids, block, tokens, seed, oversample=None):
         self.examples, self.kind, self.ids = examples, kind, ids
         self.block, self.tokens, self.seed = block, tokens, seed
+        self.oversample = oversample
 
     def __iter__(self):
         from dllmflow.training.tiny_pair import ar_batch
@@ -248,7 +277,7 @@ class _Batches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         seed = self.seed * 100 + (info.id if info else 0)
         rng, gen = random.Random(seed), torch.Generator().manual_seed(seed)
-        for batch in _batches(self.examples, self.tokens, rng):
+        for batch in _batches(self.examples, self.tokens, rng, self.oversample):
             if self.kind == "ar":
                 inp, lab = ar_batch(batch, self.ids)
                 yield {"input_ids": inp, "labels": lab}
@@ -272,16 +301,19 @@ def train_phase(
     warmup: int = 30,
     deadline: float | None = None,
     micro_batches: int = 1,
+    oversample: dict[str, int] | None = None,
 ) -> int:
     """Train ``steps`` steps (fewer if ``time.time()`` passes ``deadline``) -> steps done.
 
     ``micro_batches`` splits each step's ``tokens_per_batch`` into that many forward/backward
-    passes (gradients accumulated): the same step, in a fraction of the activation memory."""
+    passes (gradients accumulated): the same step, in a fraction of the activation memory.
+    ``oversample`` ({role: factor}) draws that role's turns ``factor`` times per epoch."""
+    example_order(examples, oversample)  # bad factors fail here, not inside a loader worker
     dev = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     loader = torch.utils.data.DataLoader(
-        _Batches(examples, kind, ids, block, tokens_per_batch // micro_batches, seed),
+        _Batches(examples, kind, ids, block, tokens_per_batch // micro_batches, seed, oversample),
         batch_size=None,
         num_workers=4,
         prefetch_factor=4,
@@ -346,6 +378,7 @@ def train(
     max_seconds: float | None = None,
     init_adapter: str | Path | None = None,
     micro_batches: int = 1,
+    oversample: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One half of the pair into ``out`` (config.json + adapter.safetensors + loss history).
 
@@ -353,7 +386,7 @@ def train(
     so that the adapter is always written inside a fixed time slot. ``init_adapter`` (a
     directory this function wrote, e.g. the diffusion half after its adaptation phase alone)
     starts from that adapter and continues its loss history, so the two phases can run in
-    separate processes."""
+    separate processes. ``oversample`` weights the agent phase's turns by role."""
     deadline = time.time() + max_seconds if max_seconds else None
     torch.manual_seed(seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -414,6 +447,7 @@ def train(
         phase="agent",
         deadline=deadline,
         micro_batches=micro_batches,
+        oversample=oversample,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -430,6 +464,7 @@ def train(
         "examples": len(agent),
         "tokens_per_batch": tokens_per_batch,
         "micro_batches": micro_batches,
+        "oversample": oversample or {},
         "lr": lr,
         "lora_rank": rank,
         "lora_alpha": alpha,
@@ -464,6 +499,16 @@ def _start_from(model, out_dir: Path, kind: str, rank: int) -> list[dict[str, An
     return json.loads((out_dir / "loss_history.json").read_text())
 
 
+def _parse_oversample(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        role, sep, factor = item.partition("=")
+        if not sep or not role or not factor.isdigit():
+            parser.error(f"--oversample {item!r}: expected ROLE=N, e.g. planner=3")
+        out[role] = int(factor)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dllmflow.training.pair")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -488,6 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--init-adapter", help="start from the adapter in this output directory")
     t.add_argument(
         "--micro-batches", type=int, default=1, help="passes per step (same tokens, less memory)"
+    )
+    t.add_argument(
+        "--oversample",
+        action="append",
+        default=[],
+        metavar="ROLE=N",
+        help="draw ROLE's turns N times per epoch (repeatable), e.g. planner=3",
     )
     a = p.parse_args(argv)
     if a.cmd == "prepare":
@@ -515,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_seconds=a.max_seconds,
             init_adapter=a.init_adapter,
             micro_batches=a.micro_batches,
+            oversample=_parse_oversample(p, a.oversample),
         )
         print(json.dumps(summary))
     return 0

@@ -149,19 +149,32 @@ class PackedExamples:
     """Examples stored as one flat int32 tensor plus lengths: compact, quick to save/load, and
     shared copy-on-write by data-loader workers. ``packed[i]`` -> (context ids, turn ids)."""
 
-    def __init__(self, ids: torch.Tensor, ctx_len: torch.Tensor, turn_len: torch.Tensor):
+    def __init__(
+        self,
+        ids: torch.Tensor,
+        ctx_len: torch.Tensor,
+        turn_len: torch.Tensor,
+        roles: list[str] | None = None,
+    ):
         self.ids, self.ctx_len, self.turn_len = ids, ctx_len, turn_len
+        # The agent role whose turn each example is (None: data prepared without them).
+        self.roles = roles
         lengths = ctx_len.long() + turn_len.long()
         self.offset = torch.cumsum(lengths, 0) - lengths
         self.lengths = lengths.tolist()
 
     @classmethod
-    def pack(cls, examples: Sequence[Example]) -> PackedExamples:
+    def pack(
+        cls, examples: Sequence[Example], roles: Sequence[str] | None = None
+    ) -> PackedExamples:
+        if roles is not None and len(roles) != len(examples):
+            raise ValueError(f"{len(roles)} roles for {len(examples)} examples")
         flat = [t for c, u in examples for t in (*c, *u)]
         return cls(
             torch.tensor(flat, dtype=torch.int32),
             torch.tensor([len(c) for c, _ in examples], dtype=torch.int32),
             torch.tensor([len(u) for _, u in examples], dtype=torch.int32),
+            None if roles is None else list(roles),
         )
 
     def __len__(self) -> int:
@@ -174,12 +187,12 @@ class PackedExamples:
 
     def save(self, path: str | Path, **meta: Any) -> None:
         state = {"ids": self.ids, "ctx_len": self.ctx_len, "turn_len": self.turn_len}
-        torch.save(state | {"meta": meta}, str(path))
+        torch.save(state | {"roles": self.roles, "meta": meta}, str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> PackedExamples:
         state = torch.load(str(path), weights_only=False)
-        return cls(state["ids"], state["ctx_len"], state["turn_len"])
+        return cls(state["ids"], state["ctx_len"], state["turn_len"], state.get("roles"))
 
 
 def prepare_data(

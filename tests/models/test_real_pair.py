@@ -300,3 +300,52 @@ def test_diffusion_phases_run_as_two_processes(base_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a run dir"):
         train("diffusion", base_dir, data, tmp_path / "bad", steps=1,
               init_adapter=tmp_path, **common)  # fmt: skip
+
+
+def _episode_line(question: str, roles: list[str]) -> str:
+    steps = [
+        {"role": role, "turn": f'<think>{role} turn.</think>\n<action>{{"tool": "search", '
+         f'"args": {{"query": "{question}"}}}}</action>', "observation": None}
+        for role in roles
+    ]  # fmt: skip
+    return json.dumps({"question": {"id": "q", "question": question}, "steps": steps})
+
+
+def test_prepare_records_each_turns_role_and_training_oversamples_it(base_dir, tmp_path):
+    from dllmflow.training.pair import example_order, prepare, train
+    from dllmflow.training.tiny_pair import PackedExamples
+
+    episodes = tmp_path / "episodes.jsonl"
+    episodes.write_text(
+        _episode_line("who wrote it", ["planner", "seeker", "writer"]) + "\n"
+        + _episode_line("when was it built", ["planner", "seeker"]) + "\n"
+    )  # fmt: skip
+    data = tmp_path / "agent.pt"
+    counts = prepare(episodes, base_dir, data, context_tokens=128, workers=1)
+    assert counts == {"episodes": 2, "agent_examples": 5}
+    packed = PackedExamples.load(data)
+    assert packed.roles == ["planner", "seeker", "writer", "planner", "seeker"]
+
+    order = example_order(packed, {"planner": 3})
+    assert sorted(order) == [0, 0, 0, 1, 2, 3, 3, 3, 4]
+    assert example_order(packed, None) == list(range(5))
+    with pytest.raises(ValueError, match=r"no examples of role \['critic'\]"):
+        example_order(packed, {"critic": 2})
+    with pytest.raises(ValueError, match="must be >= 1"):
+        example_order(packed, {"planner": 0})
+    unlabelled = PackedExamples.pack([packed[i] for i in range(5)])
+    with pytest.raises(ValueError, match="prepared without them"):
+        example_order(unlabelled, {"planner": 2})
+
+    summary = train("ar", base_dir, data, tmp_path / "ar", steps=1, rank=4, alpha=8.0,
+                    tokens_per_batch=256, block=4, oversample={"planner": 2})  # fmt: skip
+    assert summary["oversample"] == {"planner": 2} and summary["steps_done"] == 1
+
+
+def test_oversample_flag_names_a_malformed_value(capsys):
+    from dllmflow.training.pair import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--kind", "ar", "--base", "b", "--data", "d", "--out", "o",
+              "--steps", "1", "--oversample", "planner:3"])  # fmt: skip
+    assert "--oversample 'planner:3': expected ROLE=N" in capsys.readouterr().err

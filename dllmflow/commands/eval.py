@@ -215,8 +215,10 @@ def _run_eval_dir(
 
 
 def _serving_line(variant: Any) -> str:
+    from dllmflow.evaluation.variants import checkpoint_label
+
     d = variant.describe()
-    checkpoint = Path(d["diffusion_checkpoint"]).name
+    checkpoint = checkpoint_label(d["diffusion_checkpoint"])
     steps = d["max_denoise_steps"]
     return (
         f"diffusion checkpoint {checkpoint}, tau {d['tau']:g}, "

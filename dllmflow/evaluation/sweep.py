@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dllmflow.evaluation.report import _fmt
+from dllmflow.evaluation.variants import checkpoint_label
 
 # (label in sweep.md, key in a row, format)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -90,7 +91,7 @@ def sweep_rows(results: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list
                 {
                     "variant": described["variant"],
                     "policy": policy,
-                    "checkpoint": Path(checkpoint).name if checkpoint else None,
+                    "checkpoint": checkpoint_label(checkpoint) if checkpoint else None,
                     "tau": described.get("tau"),
                     "p_react": described.get("p_react"),
                     "max_denoise_steps": described.get("max_denoise_steps"),

@@ -53,6 +53,14 @@ def ablation_checkpoint(ablate: str) -> Path:
     return path
 
 
+def checkpoint_label(checkpoint: str) -> str:
+    """A checkpoint as a report names it: a shipped name whole ("smollm2-135m/diffusion"),
+    a local directory by its folder name."""
+    from dllmflow.models.loader import SHIPPED
+
+    return checkpoint if checkpoint in SHIPPED else Path(checkpoint).name
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str = "base"

@@ -202,3 +202,11 @@ def test_cli_rejects_bad_variants_and_flags_before_running(tmp_path: Path) -> No
     missing = CliRunner().invoke(app, ["eval", "--out", str(tmp_path / "o")])
     assert missing.exit_code == 1 and "missing option --questions" in missing.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_real_pair_checkpoint_keeps_its_pair_name() -> None:
+    from dllmflow.evaluation.variants import checkpoint_label
+
+    assert checkpoint_label("smollm2-135m/diffusion") == "smollm2-135m/diffusion"
+    assert checkpoint_label("diffusion") == "diffusion"
+    assert checkpoint_label("/data/runs/d9") == "d9"

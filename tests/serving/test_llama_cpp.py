@@ -10,8 +10,8 @@ The base model does not know the agent's turn format, so the slot's DLLMFLOW_AR_
 carries a llama.cpp GBNF grammar that holds the writer to one answer action (what a deployment
 would do with vLLM's structured outputs or SGLang's regex).
 
-llama-cpp-python builds from source (~40 min on 2 cores): infra/llama_cpp/build_wheel.sh builds
-it once into a wheel cache that .ci/run installs from; without it this module skips.
+llama-cpp-python builds from source: .ci/run installs the wheel infra/llama_cpp/build_wheel.sh
+built into infra/llama_cpp/wheels; without llama-cpp-python installed this module skips.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ pytestmark = [
         importlib.util.find_spec("llama_cpp") is None,
         reason=(
             "llama-cpp-python[server] is not installed (pip install 'dllmflow[llama-server]', "
-            "or from the cached wheel: infra/llama_cpp/build_wheel.sh)"
+            "or the built wheel: pip install 'infra/llama_cpp/wheels/<wheel>[server]')"
         ),
     ),
 ]

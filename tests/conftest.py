@@ -10,6 +10,7 @@ import os
 import random
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,39 @@ def stack_env(state_dir: Path) -> dict[str, str]:
         env[f"DLLMFLOW_{name.upper()}"] = str(base + i)
     env["DLLMFLOW_RAY_PORT"] = str(base + len(others))
     return env
+
+
+@contextmanager
+def ray_without_token_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside, RayComponent.start starts what an older dllmflow started: the same head, no
+    token authentication."""
+    from dllmflow.stack import components
+
+    with_token = components.ray_env
+    with monkeypatch.context() as older:
+        older.setattr(
+            components,
+            "ray_env",
+            lambda s: {**with_token(s), "RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN_PATH": None},
+        )
+        older.setattr(components, "_ray_answers_without_token", lambda s: False)
+        yield
+
+
+def insert_finished_episode(settings: Settings, episode_id: str) -> None:
+    """A completed episode row, written straight to the stack's database (data to keep)."""
+    from sqlalchemy import text
+
+    from dllmflow.store.db import get_engine
+
+    with get_engine(settings).begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO episodes (id, question, policy, status) "
+                "VALUES (:id, 'q?', 'oracle', 'completed')"
+            ),
+            {"id": episode_id},
+        )
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ import urllib.request
 import pytest
 
 from dllmflow.config import load_settings
-from dllmflow.stack import components
 from dllmflow.stack.components import RayComponent
 from dllmflow.stack.manager import ensure_state_dir
-from tests.conftest import stack_env
+from tests.conftest import ray_without_token_auth, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +22,7 @@ def test_a_ray_head_without_token_auth_is_restarted_with_it(tmp_path, monkeypatc
     settings = load_settings(**{k.removeprefix("DLLMFLOW_").lower(): v for k, v in env.items()})
     ensure_state_dir(settings)
     component = RayComponent(settings)
-    with_token = components.ray_env
-    with monkeypatch.context() as older:
-        # What an older dllmflow started: the same head, no token authentication.
-        older.setattr(
-            components,
-            "ray_env",
-            lambda s: {**with_token(s), "RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN_PATH": None},
-        )
-        older.setattr(components, "_ray_answers_without_token", lambda s: False)
+    with ray_without_token_auth(monkeypatch):
         record = component.start()
     try:
         version = f"{settings.effective_ray_dashboard_url}/api/version"

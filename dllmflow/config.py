@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     ray_min_worker_port: Port | None = None
     ray_max_worker_port: Port | None = None
     ray_num_cpus: int = Field(default=2, ge=1)
+    # GPUs the embedded head offers; unset, Ray counts them itself (set it where its probe
+    # cannot see a GPU the process can use, e.g. inside some sandboxes).
+    ray_num_gpus: int | None = Field(default=None, ge=0)
     ray_object_store_mb: int = Field(default=256, ge=80)
 
     # HTTP API.

@@ -69,7 +69,12 @@ def adapter_state(model: nn.Module, extra: Iterable[str] = ()) -> dict[str, torc
 
 
 def save_adapter(model: nn.Module, path: str | Path, extra: Iterable[str] = (), **meta) -> None:
-    state = {k: v.to(torch.bfloat16).contiguous() for k, v in adapter_state(model, extra).items()}
+    save_adapter_state(adapter_state(model, extra), path, **meta)
+
+
+def save_adapter_state(state: dict[str, torch.Tensor], path: str | Path, **meta) -> None:
+    """Write ``state`` in bf16 through a temporary file, so a crash leaves no half adapter."""
+    state = {k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}
     tmp = Path(str(path) + ".tmp")
     save_file(state, str(tmp), metadata={k: str(v) for k, v in meta.items()})
     tmp.replace(path)
@@ -103,6 +108,30 @@ def merge_adapter(model: nn.Module, state: dict[str, torch.Tensor], alpha: float
                 params[key_in_model].copy_(a.to(params[key_in_model].dtype))
                 applied += 1
     return applied
+
+
+def stack_adapters(
+    below: dict[str, torch.Tensor], above: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """One adapter equal to ``below`` plus ``above``, trained at the same scale alpha / rank.
+
+    B1 @ A1 + B2 @ A2 == [B1 B2] @ [A1; A2]: the factors concatenate along the rank, so the
+    sum ships as one adapter of rank r1 + r2 at the same scale (alpha = scale * (r1 + r2)).
+    Extra tensors (the mask embedding) come from ``above``, which trained on from ``below``'s.
+    """
+    lora_keys = {k for k in below if ".lora_" in k}
+    if lora_keys != {k for k in above if ".lora_" in k}:
+        missing = sorted(lora_keys ^ {k for k in above if ".lora_" in k})
+        raise ValueError(f"the adapters wrap different layers: {missing[:3]}")
+    out = {}
+    for key, tensor in above.items():
+        if key.endswith(".lora_a"):
+            out[key] = torch.cat([below[key].to(tensor.dtype), tensor], dim=0)
+        elif key.endswith(".lora_b"):
+            out[key] = torch.cat([below[key].to(tensor.dtype), tensor], dim=1)
+        else:
+            out[key] = tensor
+    return out
 
 
 def load_adapter(path: str | Path) -> dict[str, torch.Tensor]:

@@ -621,6 +621,7 @@ class RayComponent(Component):
             "127.0.0.1",
             "--num-cpus",
             str(s.ray_num_cpus),
+            *(["--num-gpus", str(s.ray_num_gpus)] if s.ray_num_gpus is not None else []),
             "--object-store-memory",
             str(s.ray_object_store_mb * 1024 * 1024),
             "--temp-dir",

@@ -37,7 +37,14 @@ import torch.nn.functional as F
 
 from dllmflow.agent.actions import parse_turn, render_turn
 from dllmflow.agent.prompting import Step, render_context
-from dllmflow.models.lora import attach_lora, load_adapter, save_adapter
+from dllmflow.models.lora import (
+    adapter_state,
+    attach_lora,
+    load_adapter,
+    merge_adapter,
+    save_adapter_state,
+    stack_adapters,
+)
 from dllmflow.models.modeling_diffusion import span_aware_mask
 from dllmflow.models.modeling_llama import build_from_base
 from dllmflow.models.real_pair import ADAPTER_FILE, load_pair_tokenizer
@@ -377,6 +384,7 @@ def train(
     seed: int = 0,
     max_seconds: float | None = None,
     init_adapter: str | Path | None = None,
+    stack_on: str | Path | None = None,
     micro_batches: int = 1,
     oversample: dict[str, int] | None = None,
 ) -> dict[str, Any]:
@@ -386,7 +394,12 @@ def train(
     so that the adapter is always written inside a fixed time slot. ``init_adapter`` (a
     directory this function wrote, e.g. the diffusion half after its adaptation phase alone)
     starts from that adapter and continues its loss history, so the two phases can run in
-    separate processes. ``oversample`` weights the agent phase's turns by role."""
+    separate processes. ``stack_on`` (such a directory too) merges that adapter into the base
+    and trains a new one of ``rank`` above it, at the same alpha / rank; the two are written
+    as one adapter of the summed rank, so a frozen earlier run gains capacity without a new
+    file format. ``oversample`` weights the agent phase's turns by role."""
+    if init_adapter and stack_on:
+        raise ValueError("--init-adapter and --stack-on are exclusive: continue or stack, not both")
     deadline = time.time() + max_seconds if max_seconds else None
     torch.manual_seed(seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -403,13 +416,20 @@ def train(
         lora_alpha=alpha,
         context_tokens=context_tokens,
     )
+    below: dict[str, torch.Tensor] = {}
+    below_rank = 0
+    history: list[dict[str, Any]] = []
+    marks: list[int] = []  # where the agent phase (or a stacked adapter) began, for the plot
+    if stack_on:
+        below, history, below_rank = _merge_below(model, Path(stack_on), kind, alpha / rank)
+        marks.append(history[-1]["step"] if history else 0)
     attach_lora(model, rank, alpha)
     extra = ["embed.mask_embedding"] if kind == "diffusion" else []
     for name, p in model.named_parameters():
         if name in extra:
             p.requires_grad_(True)
-    history = _start_from(model, Path(init_adapter), kind, rank) if init_adapter else []
-    marks: list[int] = []  # where the agent phase began, for the loss plot
+    if init_adapter:
+        history = _start_from(model, Path(init_adapter), kind, rank)
     model.to(dev)
     ids = SpecialIds(tok.pad_token_id, tok.mask_token_id, tok.eos_token_id)
     t0 = time.time()
@@ -451,8 +471,13 @@ def train(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    state = adapter_state(model, extra)
+    if below:  # one adapter of the summed rank at the same scale
+        state = stack_adapters(below, state)
+        rank, alpha = below_rank + rank, alpha / rank * (below_rank + rank)
+        model.config.lora_rank, model.config.lora_alpha = rank, alpha
     model.config.save_pretrained(str(out))
-    save_adapter(model, out / ADAPTER_FILE, extra, kind=kind, rank=rank, alpha=alpha)
+    save_adapter_state(state, out / ADAPTER_FILE, kind=kind, rank=rank, alpha=alpha)
     (out / "loss_history.json").write_text(json.dumps(history))
     plot_loss(history, out / "loss_curve.png", title=f"smollm2-135m {kind}", marks=marks)
     summary = {
@@ -461,6 +486,7 @@ def train(
         "steps_done": steps_done,
         "adapt_steps": adapt_steps,
         "init_adapter": str(init_adapter) if init_adapter else None,
+        "stack_on": str(stack_on) if stack_on else None,
         "examples": len(agent),
         "tokens_per_batch": tokens_per_batch,
         "micro_batches": micro_batches,
@@ -477,12 +503,35 @@ def train(
     return summary
 
 
-def _start_from(model, out_dir: Path, kind: str, rank: int) -> list[dict[str, Any]]:
-    """Load an earlier run's adapter into the wrapped ``model``; -> its loss history."""
+def _run_summary(out_dir: Path, flag: str) -> dict[str, Any]:
     summary_path = out_dir / "train_summary.json"
     if not summary_path.is_file():
-        raise FileNotFoundError(f"--init-adapter {out_dir}: no train_summary.json (not a run dir)")
-    summary = json.loads(summary_path.read_text())
+        raise FileNotFoundError(f"{flag} {out_dir}: no train_summary.json (not a run dir)")
+    return json.loads(summary_path.read_text())
+
+
+def _merge_below(
+    model, out_dir: Path, kind: str, scale: float
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], int]:
+    """Merge an earlier run's adapter into the plain ``model`` (--stack-on);
+    -> (that adapter, its loss history, its rank)."""
+    summary = _run_summary(out_dir, "--stack-on")
+    below_rank, below_alpha = int(summary["lora_rank"]), float(summary["lora_alpha"])
+    if summary["kind"] != kind:
+        raise ValueError(f"--stack-on {out_dir} is a {summary['kind']} adapter; this run is {kind}")
+    if not math.isclose(below_alpha / below_rank, scale):
+        raise ValueError(
+            f"--stack-on {out_dir} has alpha / rank {below_alpha / below_rank:g}; the new "
+            f"adapter's is {scale:g}, and stacked factors share one scale"
+        )
+    below = load_adapter(out_dir / ADAPTER_FILE)
+    merge_adapter(model, below, below_alpha)
+    return below, json.loads((out_dir / "loss_history.json").read_text()), below_rank
+
+
+def _start_from(model, out_dir: Path, kind: str, rank: int) -> list[dict[str, Any]]:
+    """Load an earlier run's adapter into the wrapped ``model``; -> its loss history."""
+    summary = _run_summary(out_dir, "--init-adapter")
     if (summary["kind"], summary["lora_rank"]) != (kind, rank):
         raise ValueError(
             f"--init-adapter {out_dir} is a {summary['kind']} adapter of rank "
@@ -532,6 +581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument("--max-seconds", type=float, help="stop early to finish inside this time")
     t.add_argument("--init-adapter", help="start from the adapter in this output directory")
     t.add_argument(
+        "--stack-on",
+        help="merge the adapter in this output directory and train a new --rank one above it",
+    )
+    t.add_argument(
         "--micro-batches", type=int, default=1, help="passes per step (same tokens, less memory)"
     )
     t.add_argument(
@@ -566,6 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens_per_batch=a.tokens_per_batch,
             max_seconds=a.max_seconds,
             init_adapter=a.init_adapter,
+            stack_on=a.stack_on,
             micro_batches=a.micro_batches,
             oversample=_parse_oversample(p, a.oversample),
         )

@@ -349,3 +349,56 @@ def test_oversample_flag_names_a_malformed_value(capsys):
         main(["train", "--kind", "ar", "--base", "b", "--data", "d", "--out", "o",
               "--steps", "1", "--oversample", "planner:3"])  # fmt: skip
     assert "--oversample 'planner:3': expected ROLE=N" in capsys.readouterr().err
+
+
+def test_a_stacked_adapter_ships_as_one_of_the_summed_rank(base_dir, tmp_path):
+    """--stack-on: the earlier adapter is merged and frozen, a new one trains above it, and
+    both are written as one adapter whose factors concatenate along the rank."""
+    from safetensors.torch import load_file
+
+    from dllmflow.training.pair import train
+    from dllmflow.training.tiny_pair import PackedExamples
+
+    tok = _tok(base_dir)
+    ids = tok("the quick brown fox jumps over the lazy dog " * 4)["input_ids"]
+    data = tmp_path / "agent.pt"
+    PackedExamples.pack([(ids[:20], [*ids[20:29], tok.eos_token_id])] * 8).save(data)
+    common = dict(tokens_per_batch=128, block=4, lr=1e-3)
+    train("diffusion", base_dir, data, tmp_path / "below", steps=2, rank=4, alpha=8.0, **common)
+    summary = train("diffusion", base_dir, data, tmp_path / "above", steps=2, rank=2, alpha=4.0,
+                    stack_on=tmp_path / "below", **common)  # fmt: skip
+    assert (summary["lora_rank"], summary["lora_alpha"]) == (6, 12.0)
+    config = json.loads((tmp_path / "above" / "config.json").read_text())
+    assert (config["lora_rank"], config["lora_alpha"]) == (6, 12.0)
+    below = load_file(str(tmp_path / "below" / "adapter.safetensors"))
+    stacked = load_file(str(tmp_path / "above" / "adapter.safetensors"))
+    key = next(k for k in stacked if k.endswith(".lora_a"))
+    assert stacked[key].shape[0] == 6 and torch.equal(stacked[key][:4], below[key])
+    b_key = key[: -len("a")] + "b"
+    assert (
+        torch.equal(stacked[b_key][:, :4], below[b_key]) and stacked[b_key][:, 4:].abs().sum() > 0
+    )
+    history = json.loads((tmp_path / "above" / "loss_history.json").read_text())
+    assert [row["step"] for row in history][-1] == 4  # the earlier run's history continues
+
+    # The stacked factors at one scale equal the two adapters merged one after the other.
+    kwargs = {**_pair_kwargs(tok), "lora_rank": 6, "lora_alpha": 12.0}
+    one = build_from_base(base_dir, "diffusion", **kwargs).eval()
+    merge_adapter(one, stacked, 12.0)
+    two = build_from_base(base_dir, "diffusion", **kwargs).eval()
+    merge_adapter(two, below, 8.0)
+    merge_adapter(two, {k: v[4:] if k.endswith("a") else v[:, 4:] if k.endswith("b") else v
+                        for k, v in stacked.items()}, 4.0)  # fmt: skip
+    probe = torch.randint(10, 200, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(one(probe).logits, two(probe).logits, atol=1e-4, rtol=0)
+
+    with pytest.raises(ValueError, match="alpha / rank 2; the new adapter's is 4"):
+        train("diffusion", base_dir, data, tmp_path / "bad", steps=1, rank=2, alpha=8.0,
+              stack_on=tmp_path / "below", **common)  # fmt: skip
+    with pytest.raises(ValueError, match="exclusive"):
+        train("diffusion", base_dir, data, tmp_path / "bad", steps=1, rank=2, alpha=4.0,
+              stack_on=tmp_path / "below", init_adapter=tmp_path / "below", **common)  # fmt: skip
+    with pytest.raises(ValueError, match="is a diffusion adapter; this run is ar"):
+        train("ar", base_dir, data, tmp_path / "bad", steps=1, rank=2, alpha=4.0,
+              stack_on=tmp_path / "below", **common)  # fmt: skip

@@ -10,7 +10,10 @@ the opening of the action up to its first value::
     <action>{"tool": "search", "args": {"query": "
 
 so the structure comes from the schema and only the value from the model, as constrained
-decoding would give it. The skeleton is the start of the model's own turn (the request's
+decoding would give it. A turn whose thinking never closed (the model looped until the token
+budget ran out: ``127 if the command is not found 127 if the command is not found ...``) keeps
+its thinking up to where it began to repeat itself; a seeker that was quoting a page then
+answers from the quote. The skeleton is the start of the model's own turn (the request's
 ``turn_prefix``, after the chat template's assistant header): placed in the user message, it
 made the diffusion half start a new turn inside the value. The value ends at its closing
 quote; the rest of the action (an answer's ``sources``, a fetch's ``page``) is read from what
@@ -46,6 +49,10 @@ _SKELETON_RE = re.compile(re.escape(ACTION_OPEN) + r'\{"tool": "(\w+)", "args": 
 _SOURCES_RE = re.compile(r'"sources"\s*:\s*\[(.*?)\]', re.S)
 _PAGE_RE = re.compile(r'"page"\s*:\s*(\d+)')
 _STRING_RE = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_QUOTES_A_PAGE_RE = re.compile(r"\[[\w.:-]+\] says")  # the seeker's reading: [x019] says "..."
+# A thinking that writes the same run of words twice has started to loop (a small model does
+# not get out of one by itself); five words keep an ordinary repeated phrase from counting.
+LOOP_WORDS = 5
 
 
 def writer_check(role: str, tool: str | None) -> str | None:
@@ -66,10 +73,43 @@ def turn_error(role: str, text: str) -> str | None:
     return check_turn(role, text)[1]
 
 
+def runaway_thinking(text: str) -> str | None:
+    """The thinking of a turn that never closed it and wrote no action, with one copy of the
+    part it loops over (a quote left open is closed); None for any other turn.
+
+    The loop starts at the first run of LOOP_WORDS words written twice; its period is the
+    distance between the two. One period is kept, starting after a sentence end when the loop
+    has one (``Step 2: find X.`` rather than ``find X. Step 2:``).
+    """
+    if THINK_CLOSE in text or ACTION_OPEN in text or not text.lstrip().startswith(THINK_OPEN):
+        return None
+    body = text.split(THINK_OPEN, 1)[1]
+    words = [body[a:b] for a, b in (m.span() for m in re.finditer(r"\S+", body))]
+    starts = [m.start() for m in re.finditer(r"\S+", body)]
+    first_at: dict[tuple[str, ...], int] = {}
+    cut = len(body)
+    for i in range(len(words) - LOOP_WORDS + 1):
+        j = first_at.setdefault(tuple(words[i : i + LOOP_WORDS]), i)
+        if j == i:
+            continue
+        period = i - j
+        after_sentence = [k for k in range(j, i) if k == 0 or words[k - 1].endswith(".")]
+        k = next((k for k in after_sentence if k + period < len(words)), j)
+        cut = starts[k + period]
+        break
+    thinking = body[:cut].rstrip()
+    if thinking.count('"') % 2:
+        thinking = thinking.rstrip(",;") + '"'
+    return thinking or None
+
+
 def repair_tool(role: str, text: str) -> str:
     """The tool the repaired action calls: the writer's is always answer; otherwise the tool the
-    broken action named (or mentioned, when its JSON was cut short), else search."""
+    broken action named (or mentioned, when its JSON was cut short); a runaway thinking that
+    was quoting a page answers from it; else search."""
     if role == "writer":
+        return "answer"
+    if (thinking := runaway_thinking(text)) and _QUOTES_A_PAGE_RE.search(thinking):
         return "answer"
     span = text.split(ACTION_OPEN, 1)[1] if ACTION_OPEN in text else ""
     named = _TOOL_RE.search(span)
@@ -82,8 +122,9 @@ def repair_prefix(role: str, text: str) -> str | None:
     """The prompt suffix the repair decodes after, or None for a turn with no thinking to keep.
 
     A think-first turn keeps its text verbatim up to its THINK_CLOSE (and the whitespace after
-    it); an action-first (P-ReAct) turn's thinking is moved before the action."""
-    thinking = parse_turn(text).thinking
+    it); an action-first (P-ReAct) turn's thinking is moved before the action; a runaway
+    thinking (never closed) is kept up to its loop and closed."""
+    thinking = parse_turn(text).thinking or runaway_thinking(text)
     if not thinking:
         return None
     close = text.find(THINK_CLOSE)

@@ -13,6 +13,7 @@ from dllmflow.agent.repair import (
     complete_repair,
     repair_prefix,
     repair_tool,
+    runaway_thinking,
     turn_error,
 )
 from dllmflow.world.local_search import InMemorySearch
@@ -58,6 +59,35 @@ def test_the_prefix_keeps_the_thinking_verbatim_or_moves_it_before_the_action() 
     # Nothing to keep: no repair (the turn is re-tried as a whole by the episode loop).
     assert repair_prefix("seeker", '<action>{"tool": "search"}</action>') is None
     assert repair_prefix("seeker", "<think></think><action>{}</action>") is None
+
+
+LOOPING_QUOTE = (
+    '<think>[x019] says "EXIT STATUS xargs exits with: 0 if it succeeds 127 if the command is not'
+    " found 127 if the command is not found 127 if the command is not"
+)
+
+
+def test_a_runaway_thinking_is_kept_up_to_its_loop_and_answers_from_its_quote() -> None:
+    # The budget ran out inside the quote: cut before the repeated run, the quote closed.
+    assert runaway_thinking(LOOPING_QUOTE) == (
+        '[x019] says "EXIT STATUS xargs exits with: 0 if it succeeds 127 if the command is not'
+        ' found"'
+    )
+    assert repair_tool("seeker", LOOPING_QUOTE) == "answer"
+    assert repair_prefix("seeker", LOOPING_QUOTE) == (
+        f"<think>{runaway_thinking(LOOPING_QUOTE)}</think>\n"
+        '<action>{"tool": "answer", "args": {"answer": "'
+    )
+    # A runaway plan quotes no page: its repair searches; a writer always answers.
+    plan = "<think>Step 1: find the river. Step 2: find the river. Step 2: find the river."
+    assert runaway_thinking(plan) == "Step 1: find the river. Step 2: find the river."
+    assert repair_tool("planner", plan) == "search" and repair_tool("writer", plan) == "answer"
+    # No loop before the budget ran out: the whole thinking is kept.
+    assert runaway_thinking("<think>one two three four five six") == "one two three four five six"
+    # Only a turn that never closed its thinking and wrote no action runs away.
+    assert runaway_thinking(THINK) is None
+    assert runaway_thinking(LOOPING_QUOTE + '<action>{"tool": "se') is None
+    assert runaway_thinking('{"tool": "search"} and more') is None
 
 
 def test_the_value_ends_at_its_closing_quote_and_the_action_closes_from_the_schema() -> None:

@@ -129,10 +129,11 @@ def fresh(r: GenerationRequest, tag: str) -> GenerationRequest:
 
 
 class InProcess:
-    def __init__(self, checkpoint: str, device: str, max_batch: int) -> None:
+    def __init__(self, checkpoint: str, device: str, max_batch: int, dtype: str = "auto") -> None:
+        from dllmflow.workers.serving.replicas import torch_dtype
         from dllmflow.workers.serving.scheduler import BatchScheduler
 
-        self.backend = load_backend(checkpoint, device=device)
+        self.backend = load_backend(checkpoint, device=device, dtype=torch_dtype(dtype))
         self.scheduler = BatchScheduler(self.backend.sampler, max_batch=max_batch)
         self.tokenizer = self.backend.tokenizer
 
@@ -270,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="in-process weights (auto: float32 on CPU, bf16 for the real pair on a GPU)",
+    )
     p.add_argument("--weights", default="auto", help="auto and/or random, comma-separated")
     p.add_argument("--warmup", choices=("auto", "one", "all"), default="auto")
     p.add_argument("--ar-checkpoint")
@@ -286,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": "all" if full_warmup else "one",
         "device": args.device if args.transport == "inprocess" else "cpu (Ray replica)",
         "torch_threads": args.threads,
+        "dtype": args.dtype,
         "max_new_tokens": args.max_new_tokens,
         "max_batch": args.max_batch,
         "backends": {},
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.transport == "ray":
                 server: Any = OverRay(backend, ckpt, args.max_batch, args.threads)
             else:
-                server = InProcess(ckpt, args.device, args.max_batch)
+                server = InProcess(ckpt, args.device, args.max_batch, args.dtype)
             try:
                 reqs = make_requests(max(levels), args.max_new_tokens, server.tokenizer)
                 result = bench_backend(server, reqs, levels, full_warmup)

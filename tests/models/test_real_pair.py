@@ -142,6 +142,28 @@ def test_loader_round_trip_gives_chat_samplers(pair_dirs):
     assert ar.model.config.max_position == 2048  # the base's positions, not 640
 
 
+def test_the_serving_dtype_setting_reaches_the_loader(pair_dirs, monkeypatch):
+    from pydantic import ValidationError
+
+    from dllmflow.workers.serving.replicas import torch_dtype
+    from dllmflow.workers.serving.settings import ServingSettings
+
+    monkeypatch.setenv("DLLMFLOW_DTYPE", "bfloat16")
+    assert ServingSettings().dtype == "bfloat16"
+    model = load_backend(pair_dirs["ar"], dtype=torch_dtype(ServingSettings().dtype)).model
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert next(
+        load_backend(pair_dirs["ar"], dtype=torch_dtype("auto")).model.parameters()
+    ).dtype == (
+        torch.float32  # auto on CPU
+    )
+    monkeypatch.setenv("DLLMFLOW_DTYPE", "float16")
+    with pytest.raises(ValidationError, match="dtype"):
+        ServingSettings()
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16, got 'half'"):
+        torch_dtype("half")
+
+
 def test_a_turn_prefix_follows_the_assistant_header(pair_dirs):
     """A repair's skeleton (or a P-ReAct resume's action) continues the model's own turn: inside
     the user message the model would start a new turn after it (it did: the repaired value

@@ -31,6 +31,7 @@ class ReplicaSpec:
     checkpoint: str
     max_batch: int = 32
     torch_threads: int = 1
+    dtype: str = "auto"  # ServingSettings.dtype
 
     @property
     def name(self) -> str:
@@ -46,6 +47,18 @@ def checkpoint_label(path: str) -> str:
     if resolved.startswith(shipped + os.sep):
         return os.path.relpath(resolved, shipped)
     return os.path.basename(resolved.rstrip("/"))
+
+
+def torch_dtype(name: str):
+    """ServingSettings.dtype as the loader takes it: None ("auto") lets the loader choose."""
+    import torch
+
+    if name == "auto":
+        return None
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {name!r}")
+    return dtypes[name]
 
 
 def replica_name(backend: str, index: int) -> str:
@@ -68,7 +81,12 @@ class ModelReplica:
         if self.device == "cpu":
             torch.set_num_threads(self.spec.torch_threads)
         self.path = str(resolve_checkpoint(self.spec.checkpoint))
-        self.backend = load_backend(self.path, device=self.device, slot=self.spec.backend)
+        self.backend = load_backend(
+            self.path,
+            device=self.device,
+            dtype=torch_dtype(self.spec.dtype),
+            slot=self.spec.backend,
+        )
         self.scheduler = BatchScheduler(
             self.backend.sampler, max_batch=self.spec.max_batch, name=self.spec.name
         )
@@ -154,6 +172,7 @@ def replica_actor(settings: ServingSettings, backend: str, index: int):
         checkpoint=settings.checkpoint(backend),
         max_batch=settings.max_batch,
         torch_threads=settings.replica_torch_threads,
+        dtype=settings.dtype,
     )
     cls = ray.remote(ModelReplica)
     placement: dict[str, Any] = {}

@@ -60,6 +60,11 @@ class ServingSettings(BaseSettings):
     replica_num_gpus: float = Field(default=0.0, ge=0)
     replica_max_restarts: int = Field(default=3, ge=-1)
     replica_torch_threads: int = Field(default=1, ge=1)  # intra-op threads on CPU
+    # Weights and activations of a replica: "auto" is float32 on CPU and, for the real pair and
+    # the adapted families, bfloat16 on a GPU; "float32" there trades speed for batched decoding
+    # that rounds like one sequence at a time (bf16 matmuls of other batch shapes round
+    # differently and can flip a near-tie commit).
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     max_batch: int = Field(default=32, ge=1)  # sequences in one running batch
     # Non-detached replicas stop with the process that created them (the worker); detached
     # ones outlive it (`dllmflow models warm --detached`) until `dllmflow models stop`.

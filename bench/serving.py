@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dllmflow.agent.prompting import Step, render_context
-from dllmflow.models.loader import CHECKPOINT_DIR, load_backend
+from dllmflow.models.loader import CHECKPOINT_DIR, dtype_from_name, load_backend
 from dllmflow.models.sampling.base import GenerationRequest
 from dllmflow.world.oracle import oracle_turn
 
@@ -130,10 +130,9 @@ def fresh(r: GenerationRequest, tag: str) -> GenerationRequest:
 
 class InProcess:
     def __init__(self, checkpoint: str, device: str, max_batch: int, dtype: str = "auto") -> None:
-        from dllmflow.workers.serving.replicas import torch_dtype
         from dllmflow.workers.serving.scheduler import BatchScheduler
 
-        self.backend = load_backend(checkpoint, device=device, dtype=torch_dtype(dtype))
+        self.backend = load_backend(checkpoint, device=device, dtype=dtype_from_name(dtype))
         self.scheduler = BatchScheduler(self.backend.sampler, max_batch=max_batch)
         self.tokenizer = self.backend.tokenizer
 

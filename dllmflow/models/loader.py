@@ -33,6 +33,17 @@ class Backend(NamedTuple):
     sampler: Sampler
 
 
+def dtype_from_name(name: str) -> torch.dtype | None:
+    """A dtype setting (ServingSettings.dtype, bench --dtype) as load_backend takes it: None
+    ("auto") lets the loader choose."""
+    if name == "auto":
+        return None
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {name!r}")
+    return dtypes[name]
+
+
 def resolve_checkpoint(path_or_name: str | Path) -> Path:
     """A shipped name ("ar", "diffusion") or an existing directory with a config.json."""
     name = str(path_or_name)

@@ -145,7 +145,7 @@ def test_loader_round_trip_gives_chat_samplers(pair_dirs):
 def test_the_serving_dtype_setting_reaches_the_loader(pair_dirs, monkeypatch):
     from pydantic import ValidationError
 
-    from dllmflow.workers.serving.replicas import torch_dtype
+    from dllmflow.models.loader import dtype_from_name as torch_dtype
     from dllmflow.workers.serving.settings import ServingSettings
 
     monkeypatch.setenv("DLLMFLOW_DTYPE", "bfloat16")

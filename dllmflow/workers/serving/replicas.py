@@ -49,18 +49,6 @@ def checkpoint_label(path: str) -> str:
     return os.path.basename(resolved.rstrip("/"))
 
 
-def torch_dtype(name: str):
-    """ServingSettings.dtype as the loader takes it: None ("auto") lets the loader choose."""
-    import torch
-
-    if name == "auto":
-        return None
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    if name not in dtypes:
-        raise ValueError(f"dtype must be auto, float32 or bfloat16, got {name!r}")
-    return dtypes[name]
-
-
 def replica_name(backend: str, index: int) -> str:
     return f"dllmflow-{backend}-{index}"
 
@@ -71,7 +59,7 @@ class ModelReplica:
     def __init__(self, spec: dict[str, Any]) -> None:
         import torch
 
-        from dllmflow.models.loader import load_backend, resolve_checkpoint
+        from dllmflow.models.loader import dtype_from_name, load_backend, resolve_checkpoint
 
         from .scheduler import BatchScheduler
 
@@ -84,7 +72,7 @@ class ModelReplica:
         self.backend = load_backend(
             self.path,
             device=self.device,
-            dtype=torch_dtype(self.spec.dtype),
+            dtype=dtype_from_name(self.spec.dtype),
             slot=self.spec.backend,
         )
         self.scheduler = BatchScheduler(

@@ -5,16 +5,20 @@ token shift, an untied head, grouped-query attention), one fixed prompt, block s
 same commit schedule for both loops: every masked position with p >= threshold commits, at
 least the most confident one per pass, no sub-blocks, hold-repeats off in our requests. The
 peer loop (dllmflow/models/peer_loop.py, schedule "dllmflow") then commits exactly our tokens
-in exactly our denoising passes (``identical`` says whether it did on this device), so the
-tokens/s ratio is what the two loops cost, not what they decode. Neither stops at eos (a random
-model would stop at random places): every row decodes ``--max-new-tokens`` per sequence.
+in exactly our denoising passes in float32 (tests/models/test_peer_loop.py), so the tokens/s
+ratio is what the two loops cost, not what they decode. In bf16 the two loops' forwards of
+other shapes round differently and flip near-threshold commits (``identical`` says whether they
+matched in this run); ``ours_vs_peer_b1_per_denoising_pass`` then compares the cost of a
+denoising pass, the peer's prefill and clean passes included. Neither loop stops at eos (a
+random model would stop at random places): every row decodes ``--max-new-tokens`` a sequence.
 
 Rows: the peer loop at batch 1, and 8 and 32 prompts one after another (it decodes one sequence
-at a time); our sampler alone (``sampler.generate``) and through the continuous-batching
-scheduler with 8 and 32 concurrent requests (the in-process path of bench/serving.py); and the
-peer loop under Fast-dLLM v2's published schedule (sub-blocks of 8, the first token of a block
-committed from the previous pass, p > threshold) for reference: it decodes other tokens in
-other passes, so its ratio is not schedule-matched.
+at a time, so runs past ``--peer-timed-max`` prompts are that many timed runs scaled); our
+sampler alone (``sampler.generate``) and through the continuous-batching scheduler with 8 and
+32 concurrent requests (the in-process path of bench/serving.py); and the peer loop under
+Fast-dLLM v2's published schedule (sub-blocks of 8, a block's first token committed from the
+previous pass, p > threshold) for reference: it decodes other tokens in other passes, so its
+ratio is not schedule-matched.
 
 Every row runs once untimed first (on a GPU new shapes compile kernels); batch-1 rows report
 the median of ``--repeats`` timed runs. ``--logit-scale`` multiplies the random output head so
@@ -40,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dllmflow.models.loader import dtype_from_name
 from dllmflow.models.modeling_llama import LlamaBlockDiffusionLM, LlamaPairConfig
 from dllmflow.models.peer_loop import PeerOutput, peer_block_generate
 from dllmflow.models.sampling.base import GenerationRequest, GenerationResult
@@ -56,7 +61,9 @@ SHAPES: dict[str, dict[str, int]] = {
         vocab_size=32000, n_layer=16, n_head=32, n_kv_head=8, n_embd=2048, intermediate_size=5632
     ),
 }
-LOGIT_SCALE = {"tiny": 6.0, "1b": 6.0}
+# Calibrated on CPU in float32 for ~2.5-3 tokens per denoising pass at threshold 0.9 (a random
+# model's confidences jump with the scale; the rows report what this run got).
+LOGIT_SCALE = {"tiny": 220.0, "1b": 10.0}
 PROMPT = (
     "Role: seeker. Question: Which press first published the field guide to the alpine "
     "lichens of the northern ranges, and in what year did its founder open the shop? Notes so "
@@ -67,7 +74,9 @@ PROMPT = (
 )
 
 
-def build(shape: str, device: str, logit_scale: float, tokenizer: Any) -> LlamaBlockDiffusionLM:
+def build(
+    shape: str, device: str, logit_scale: float, tokenizer: Any, dtype: torch.dtype | None = None
+) -> LlamaBlockDiffusionLM:
     dims = dict(SHAPES[shape])
     dims["vocab_size"] = dims["vocab_size"] or len(tokenizer)
     cfg = LlamaPairConfig(
@@ -91,7 +100,8 @@ def build(shape: str, device: str, logit_scale: float, tokenizer: Any) -> LlamaB
         model = LlamaBlockDiffusionLM(cfg)
     with torch.no_grad():
         model.lm_head.weight.mul_(logit_scale)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     return model.to(dtype).eval()
 
 
@@ -158,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logit-scale", type=float, help="output head multiplier (default per shape)")
     p.add_argument("--batches", default="8,32", help="our batched levels / peer sequential runs")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each batch-1 row")
+    p.add_argument(
+        "--peer-timed-max",
+        type=int,
+        default=8,
+        help="the peer loop's runs of more prompts than this are scaled from this many",
+    )
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     p.add_argument("--native-sub-block", type=int, default=8, help="the published schedule's")
     p.add_argument("--threads", type=int, help="torch threads (CPU; default: torch's)")
     p.add_argument("--name", help="<name>.json under --out (default peer_loop_<shape>_<device>)")
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.logit_scale if args.logit_scale is not None else LOGIT_SCALE[args.shape]
 
     tokenizer = load_tokenizer(DEFAULT_TOKENIZER_DIR)
-    model = build(args.shape, device, scale, tokenizer)
+    model = build(args.shape, device, scale, tokenizer, dtype_from_name(args.dtype))
     sampler = DiffusionSampler(model, tokenizer)
     sampler.eos_id = -1  # fixed-length turns: see the module docstring
     text = prompt_text(tokenizer, args.prompt_tokens)
@@ -209,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     t_ours, ours_out = median_of(lambda: sampler.generate(request("b1")))
     rows.append(row("ours", "dllmflow", 1, t_ours, [ours_stats(ours_out)]))
     ratios["ours_vs_peer_b1"] = round(rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
+    # Seconds per denoising pass, the peer's prefill and clean passes included: equals the
+    # tokens/s ratio when both loops commit identically, and stays a like-for-like cost when
+    # bf16 rounding makes them commit differently (other passes for the same tokens).
+    ratios["ours_vs_peer_b1_per_denoising_pass"] = round(
+        (t_peer / peer_out.refinement_passes) / (t_ours / ours_out.refinement_passes), 2
+    )
     identical = {"ours_b1_vs_peer_b1": peer_out.tokens == ours_out.token_ids}
     same_passes = peer_out.refinement_passes == ours_out.refinement_passes
     identical["refinement_passes_b1"] = same_passes
@@ -219,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = BatchScheduler(sampler, max_batch=max(batches, default=1), name="peer-bench")
     try:
         for n in batches:
-            t_seq, seq = timed(lambda n=n: [peer() for _ in range(n)], device)
-            rows.append(row("peer", "dllmflow", n, t_seq, [peer_stats(s) for s in seq]))
+            # One sequence at a time over copies of one prompt: N runs cost N times one, so
+            # past --peer-timed-max the row is that many timed runs scaled (saves GPU minutes).
+            k = min(n, args.peer_timed_max)
+            t_seq, seq = timed(lambda k=k: [peer() for _ in range(k)], device)
+            rows.append(row("peer", "dllmflow", n, t_seq * n / k, [peer_stats(seq[0])] * n))
+            if k < n:
+                rows[-1]["timed_sequences"] = k  # the other n - k are scaled, not run
 
             def burst(n: int = n, tag: str = "") -> list[Any]:
                 tickets = [scheduler.submit(request(f"{tag}{n}-{i}")) for i in range(n)]

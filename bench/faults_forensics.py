@@ -30,7 +30,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# The repository root first, this folder last: its kernels.py would otherwise shadow the
+# `kernels` package that transformers imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
 
 from dllmflow.config import Settings
 from dllmflow.store.checkpoints import CheckpointStore

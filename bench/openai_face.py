@@ -23,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+# The repository root first, this folder last: its kernels.py would otherwise shadow the
+# `kernels` package that transformers imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
 
 import openai
 

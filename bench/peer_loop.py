@@ -20,10 +20,12 @@ Fast-dLLM v2's published schedule (sub-blocks of 8, a block's first token commit
 previous pass, p > threshold) for reference: it decodes other tokens in other passes, so its
 ratio is not schedule-matched.
 
-Every row runs once untimed first (on a GPU new shapes compile kernels); batch-1 rows report
-the median of ``--repeats`` timed runs. ``--logit-scale`` multiplies the random output head so
-some masked positions clear the threshold (a trained model commits several tokens a pass; an
-unscaled random head commits one).
+On a GPU our sampler replays each pass from a CUDA graph (models/sampling/graphs.py), as it
+serves; the row "ours (eager passes)" is the same sampler launching every pass eagerly
+(``--no-cuda-graphs``: that row only). Every row runs once untimed first (on a GPU new shapes
+compile kernels); batch-1 rows report the median of ``--repeats`` timed runs.
+``--logit-scale`` multiplies the random output head so some masked positions clear the
+threshold (a trained model commits several tokens a pass; an unscaled random head commits one).
 
   PYTHONPATH=. python bench/peer_loop.py --shape tiny --device cpu          # CPU smoke, < 2 min
   PYTHONPATH=. python bench/peer_loop.py --shape 1b --device cuda --out $OUT
@@ -42,7 +44,10 @@ from typing import Any
 
 import torch
 
+# The repository root first, this folder last: its kernels.py would otherwise shadow the
+# `kernels` package that transformers imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
 
 from dllmflow.models.loader import dtype_from_name
 from dllmflow.models.modeling_llama import LlamaBlockDiffusionLM, LlamaPairConfig
@@ -175,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the peer loop's runs of more prompts than this are scaled from this many",
     )
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    p.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="decode our passes eagerly only (default on a GPU: CUDA graphs, eager row beside)",
+    )
     p.add_argument("--native-sub-block", type=int, default=8, help="the published schedule's")
     p.add_argument("--threads", type=int, help="torch threads (CPU; default: torch's)")
     p.add_argument("--name", help="<name>.json under --out (default peer_loop_<shape>_<device>)")
@@ -223,9 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     rows, ratios = [], {}
     t_peer, peer_out = median_of(peer)
     rows.append(row("peer", "dllmflow", 1, t_peer, [peer_stats(peer_out)]))
+    graphs = device.startswith("cuda") and not args.no_cuda_graphs
+    if graphs:  # the same sampler, every pass launched eagerly: what the graphs save
+        sampler.cuda_graphs = False
+        t_eager, eager_out = median_of(lambda: sampler.generate(request("b1-eager")))
+        eager_row = row("ours (eager passes)", "dllmflow", 1, t_eager, [ours_stats(eager_out)])
+        print(json.dumps(eager_row), file=sys.stderr, flush=True)
+    sampler.cuda_graphs = graphs
     t_ours, ours_out = median_of(lambda: sampler.generate(request("b1")))
     rows.append(row("ours", "dllmflow", 1, t_ours, [ours_stats(ours_out)]))
+    rows[-1]["cuda_graphs"] = graphs
     ratios["ours_vs_peer_b1"] = round(rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"], 2)
+    if graphs:
+        rows.append(eager_row)
+        ratios["ours_eager_vs_peer_b1"] = round(
+            eager_row["tokens_per_s"] / rows[0]["tokens_per_s"], 2
+        )
     # Seconds per denoising pass, the peer's prefill and clean passes included: equals the
     # tokens/s ratio when both loops commit identically, and stays a like-for-like cost when
     # bf16 rounding makes them commit differently (other passes for the same tokens).
@@ -233,9 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         (t_peer / peer_out.refinement_passes) / (t_ours / ours_out.refinement_passes), 2
     )
     identical = {"ours_b1_vs_peer_b1": peer_out.tokens == ours_out.token_ids}
+    if graphs:
+        identical["ours_b1_graphs_vs_eager"] = ours_out.token_ids == eager_out.token_ids
     same_passes = peer_out.refinement_passes == ours_out.refinement_passes
     identical["refinement_passes_b1"] = same_passes
     print(json.dumps(rows[0]), json.dumps(rows[1]), sep="\n", file=sys.stderr, flush=True)
+    if graphs:
+        print(json.dumps(sampler.kv_arena().graphs.stats()), file=sys.stderr, flush=True)
 
     from dllmflow.workers.serving.scheduler import BatchScheduler
 

@@ -38,7 +38,10 @@ from typing import Any
 
 import torch
 
+# The repository root first, this folder last: its kernels.py would otherwise shadow the
+# `kernels` package that transformers imports.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
 
 from dllmflow.agent.prompting import Step, render_context
 from dllmflow.models.loader import CHECKPOINT_DIR, dtype_from_name, load_backend
@@ -129,10 +132,18 @@ def fresh(r: GenerationRequest, tag: str) -> GenerationRequest:
 
 
 class InProcess:
-    def __init__(self, checkpoint: str, device: str, max_batch: int, dtype: str = "auto") -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str,
+        max_batch: int,
+        dtype: str = "auto",
+        cuda_graphs: bool = True,
+    ) -> None:
         from dllmflow.workers.serving.scheduler import BatchScheduler
 
         self.backend = load_backend(checkpoint, device=device, dtype=dtype_from_name(dtype))
+        self.backend.sampler.cuda_graphs = cuda_graphs
         self.scheduler = BatchScheduler(self.backend.sampler, max_batch=max_batch)
         self.tokenizer = self.backend.tokenizer
 
@@ -276,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="in-process weights (auto: float32 on CPU, bf16 for the real pair on a GPU)",
     )
+    p.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="in-process on a GPU: launch every pass eagerly instead of replaying CUDA graphs",
+    )
     p.add_argument("--weights", default="auto", help="auto and/or random, comma-separated")
     p.add_argument("--warmup", choices=("auto", "one", "all"), default="auto")
     p.add_argument("--ar-checkpoint")
@@ -293,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device if args.transport == "inprocess" else "cpu (Ray replica)",
         "torch_threads": args.threads,
         "dtype": args.dtype,
+        "cuda_graphs": args.device.startswith("cuda") and not args.no_cuda_graphs,
         "max_new_tokens": args.max_new_tokens,
         "max_batch": args.max_batch,
         "backends": {},
@@ -306,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.transport == "ray":
                 server: Any = OverRay(backend, ckpt, args.max_batch, args.threads)
             else:
-                server = InProcess(ckpt, args.device, args.max_batch, args.dtype)
+                server = InProcess(
+                    ckpt, args.device, args.max_batch, args.dtype, not args.no_cuda_graphs
+                )
             try:
                 reqs = make_requests(max(levels), args.max_new_tokens, server.tokenizer)
                 result = bench_backend(server, reqs, levels, full_warmup)

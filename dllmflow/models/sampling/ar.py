@@ -72,16 +72,11 @@ class ARSampler(TokenSampler):
 
     def _decode(self, running: list[ARState]) -> list[int]:
         """One token for each running sequence (arena rows 0..n-1); their greedy next ids."""
-        arena = self.kv_arena()
         ids = torch.tensor([[s.next_token] for s in running], device=self._device())
         starts = [s.length for s in running]
-        logits = self.model.forward_arena(
-            ids,
-            arena.ks,
-            arena.vs,
-            torch.tensor(starts, device=self._device()),
-            max(starts) + 1,
-        )[:, -1]  # [n, V]
+        logits = self.arena_pass(ids, torch.tensor(starts, device=self._device()), max(starts) + 1)[
+            :, -1
+        ]  # [n, V]
         for s in running:
             s.length += 1
             s.forward_passes += 1

@@ -36,6 +36,8 @@ class KVArena:
         self.vs: list[torch.Tensor] = []
         self.owners: list[weakref.ref[Any]] = []  # row -> its sequence (freed when collected)
         self.needs: list[int] = []  # row -> positions its sequence can fill (prompt + budget)
+        self.generation = 0  # bumped when the K/V tensors are reallocated (graphs hold them)
+        self.graphs: Any = None  # graphs.ArenaGraphs of the passes over these tensors
 
     @property
     def rows(self) -> int:
@@ -92,6 +94,7 @@ class KVArena:
         for new, old in zip(ks + vs, self.ks + self.vs, strict=False):  # none at first
             new[:n, :, :have_cap] = old[:n]
         self.ks, self.vs = ks, vs
+        self.generation += 1
 
     def _span(self, *rows: int) -> int:
         return max(self.needs[r] for r in rows)

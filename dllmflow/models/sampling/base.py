@@ -21,10 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
 
 from ..tokenizer import decode
 from .arena import KVArena
+from .graphs import ArenaGraphs, Capture
 
 StopReason = Literal["eos", "action_closed", "turn_closed", "budget_exhausted", "not_converged"]
 STOP_REASONS: tuple[str, ...] = (
@@ -219,6 +222,10 @@ class Sampler(ABC):
     max_position: int  # positions the model can attend (prompt + turn must fit)
     prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
     chat: ChatPrompt | None = None  # the model's chat framing of a context, if it has one
+    # Decoding passes replayed from CUDA graphs when the model is on a GPU (graphs.py;
+    # DLLMFLOW_CUDA_GRAPHS); "emulate" runs the same bookkeeping on CPU, for tests.
+    cuda_graphs: bool = True
+    graph_capture: Capture = "cuda"
 
     def encode_prompt(self, prompt: str, max_new_tokens: int, turn_prefix: str = "") -> list[int]:
         """Prompt ids (the context, then the turn's prefix), left-truncated so prompt + turn
@@ -266,6 +273,26 @@ class Sampler(ABC):
         if arena is None:
             arena = arenas.arena = KVArena(self.model)
         return arena
+
+    def arena_pass(
+        self,
+        ids: torch.Tensor,
+        starts: torch.Tensor,
+        span: int,
+        extra_rows: torch.Tensor | None = None,
+        n_logits: int | None = None,
+    ) -> torch.Tensor:
+        """One cached forward over this thread's arena (``arena_forward``), from a CUDA graph
+        where one can serve: its logits are overwritten by the next pass."""
+        arena = self.kv_arena()
+        use_graphs = self.cuda_graphs and (ids.is_cuda or self.graph_capture == "emulate")
+        if not use_graphs:
+            return self.model.forward_arena(
+                ids, arena.ks, arena.vs, starts, span, extra_rows=extra_rows, n_logits=n_logits
+            )
+        if arena.graphs is None:
+            arena.graphs = ArenaGraphs(self.graph_capture)
+        return arena.graphs.forward(self.model, arena, ids, starts, span, extra_rows, n_logits)
 
     @property
     def prefill_waste(self) -> float:

@@ -121,12 +121,9 @@ class DiffusionSampler(Sampler):
         pend = [i for i, s in enumerate(running) if s.pending is not None]
         rows = [s.block_tokens.tolist() for s in running] + [running[i].pending for i in pend]
         starts = [s.block_start for s in running] + [running[i].block_start - b for i in pend]
-        arena = self.kv_arena()
         n = len(running)
-        logits = self.model.forward_arena(
+        logits = self.arena_pass(
             torch.tensor(rows, device=device),
-            arena.ks,
-            arena.vs,
             torch.tensor(starts, device=device),
             max(starts) + b,
             extra_rows=torch.tensor(pend, device=device) if pend else None,
@@ -136,9 +133,10 @@ class DiffusionSampler(Sampler):
             s.pending = None
         if not self.shift:
             return logits  # [n, b, V]
-        # A just-finished block's last position denoises the first position of the next one.
+        # A just-finished block's last position denoises the first position of the next one
+        # (a copy: a graph's logits are overwritten by its next pass).
         for j, i in enumerate(pend):
-            running[i].boundary = logits[n + j, -1]
+            running[i].boundary = logits[n + j, -1].clone()
         boundary = torch.stack([s.boundary for s in running])  # [n, V]
         return torch.cat([boundary[:, None], logits[:n, :-1]], dim=1)  # [n, b, V]
 

@@ -32,6 +32,7 @@ class ReplicaSpec:
     max_batch: int = 32
     torch_threads: int = 1
     dtype: str = "auto"  # ServingSettings.dtype
+    cuda_graphs: bool = True  # ServingSettings.cuda_graphs
 
     @property
     def name(self) -> str:
@@ -75,6 +76,7 @@ class ModelReplica:
             dtype=dtype_from_name(self.spec.dtype),
             slot=self.spec.backend,
         )
+        self.backend.sampler.cuda_graphs = self.spec.cuda_graphs
         self.scheduler = BatchScheduler(
             self.backend.sampler, max_batch=self.spec.max_batch, name=self.spec.name
         )
@@ -161,6 +163,7 @@ def replica_actor(settings: ServingSettings, backend: str, index: int):
         max_batch=settings.max_batch,
         torch_threads=settings.replica_torch_threads,
         dtype=settings.dtype,
+        cuda_graphs=settings.cuda_graphs,
     )
     cls = ray.remote(ModelReplica)
     placement: dict[str, Any] = {}

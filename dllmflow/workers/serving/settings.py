@@ -65,6 +65,9 @@ class ServingSettings(BaseSettings):
     # that rounds like one sequence at a time (bf16 matmuls of other batch shapes round
     # differently and can flip a near-tie commit).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # On a GPU, replay each decoding pass from a CUDA graph (models/sampling/graphs.py): one
+    # launch instead of a few hundred; off decodes every pass eagerly.
+    cuda_graphs: bool = True
     max_batch: int = Field(default=32, ge=1)  # sequences in one running batch
     # Non-detached replicas stop with the process that created them (the worker); detached
     # ones outlive it (`dllmflow models warm --detached`) until `dllmflow models stop`.

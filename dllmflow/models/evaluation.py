@@ -222,6 +222,8 @@ def evaluate_policy(
         **source,
         "questions": len(questions),
         "concurrency": concurrency,
+        "device": device,
+        "cuda_graphs": device.startswith("cuda"),  # the samplers' default on a GPU
         "seconds": round(time.time() - t0, 1),
         **summary,
     }

@@ -138,7 +138,7 @@ class InProcess:
         device: str,
         max_batch: int,
         dtype: str = "auto",
-        cuda_graphs: bool = True,
+        cuda_graphs: bool = False,
     ) -> None:
         from dllmflow.workers.serving.scheduler import BatchScheduler
 
@@ -288,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         help="in-process weights (auto: float32 on CPU, bf16 for the real pair on a GPU)",
     )
     p.add_argument(
-        "--no-cuda-graphs",
+        "--cuda-graphs",
         action="store_true",
-        help="in-process on a GPU: launch every pass eagerly instead of replaying CUDA graphs",
+        help="in-process on a GPU: replay each pass from a CUDA graph (default: eager passes)",
     )
     p.add_argument("--weights", default="auto", help="auto and/or random, comma-separated")
     p.add_argument("--warmup", choices=("auto", "one", "all"), default="auto")
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device if args.transport == "inprocess" else "cpu (Ray replica)",
         "torch_threads": args.threads,
         "dtype": args.dtype,
-        "cuda_graphs": args.device.startswith("cuda") and not args.no_cuda_graphs,
+        "cuda_graphs": args.device.startswith("cuda") and args.cuda_graphs,
         "max_new_tokens": args.max_new_tokens,
         "max_batch": args.max_batch,
         "backends": {},
@@ -323,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.transport == "ray":
                 server: Any = OverRay(backend, ckpt, args.max_batch, args.threads)
             else:
-                server = InProcess(
-                    ckpt, args.device, args.max_batch, args.dtype, not args.no_cuda_graphs
-                )
+                server = InProcess(ckpt, args.device, args.max_batch, args.dtype, args.cuda_graphs)
             try:
                 reqs = make_requests(max(levels), args.max_new_tokens, server.tokenizer)
                 result = bench_backend(server, reqs, levels, full_warmup)

@@ -223,7 +223,6 @@ def evaluate_policy(
         "questions": len(questions),
         "concurrency": concurrency,
         "device": device,
-        "cuda_graphs": device.startswith("cuda"),  # the samplers' default on a GPU
         "seconds": round(time.time() - t0, 1),
         **summary,
     }

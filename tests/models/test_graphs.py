@@ -80,7 +80,7 @@ def test_emulated_graphs_decode_what_the_eager_passes_decode(
 
 def test_a_reallocated_arena_drops_its_graphs(tiny_ar, tokenizer):
     sampler = ARSampler(tiny_ar, tokenizer)
-    sampler.graph_capture = "emulate"
+    sampler.cuda_graphs, sampler.graph_capture = True, "emulate"
     sampler.generate(GenerationRequest(prompt=PROMPTS[0], max_new_tokens=4))
     arena = sampler.kv_arena()
     graphs, generation = arena.graphs, arena.generation
@@ -95,7 +95,7 @@ def test_a_reallocated_arena_drops_its_graphs(tiny_ar, tokenizer):
 
 def test_the_least_recently_used_graphs_go_first(tiny_ar, tokenizer):
     sampler = ARSampler(tiny_ar, tokenizer)
-    sampler.graph_capture = "emulate"
+    sampler.cuda_graphs, sampler.graph_capture = True, "emulate"
     sampler.kv_arena().graphs = ArenaGraphs("emulate", max_graphs=2)
     sampler.generate_batch(_requests()[:3], max_batch=3)  # batches of 3, 2 and 1 rows
     graphs = sampler.kv_arena().graphs
@@ -129,14 +129,14 @@ def test_the_cuda_graphs_setting_reaches_the_replicas_sampler(monkeypatch):
     from dllmflow.workers.serving.replicas import ModelReplica
     from dllmflow.workers.serving.settings import ServingSettings
 
-    assert ServingSettings().cuda_graphs is True
-    monkeypatch.setenv("DLLMFLOW_CUDA_GRAPHS", "false")
+    assert ServingSettings().cuda_graphs is False  # until measured on a GPU
+    monkeypatch.setenv("DLLMFLOW_CUDA_GRAPHS", "true")
     settings = ServingSettings()
-    assert settings.cuda_graphs is False
+    assert settings.cuda_graphs is True
     replica = ModelReplica(
         {"backend": "ar", "index": 0, "checkpoint": "ar", "cuda_graphs": settings.cuda_graphs}
     )
     try:
-        assert replica.backend.sampler.cuda_graphs is False
+        assert replica.backend.sampler.cuda_graphs is True
     finally:
         replica.scheduler.stop()

@@ -223,8 +223,9 @@ class Sampler(ABC):
     prompt_slack: int = 0  # positions reserved besides prompt and turn (diffusion padding)
     chat: ChatPrompt | None = None  # the model's chat framing of a context, if it has one
     # Decoding passes replayed from CUDA graphs when the model is on a GPU (graphs.py;
-    # DLLMFLOW_CUDA_GRAPHS); "emulate" runs the same bookkeeping on CPU, for tests.
-    cuda_graphs: bool = True
+    # DLLMFLOW_CUDA_GRAPHS; off until measured on a GPU); "emulate" runs the same bookkeeping
+    # on CPU, for tests.
+    cuda_graphs: bool = False
     graph_capture: Capture = "cuda"
 
     def encode_prompt(self, prompt: str, max_new_tokens: int, turn_prefix: str = "") -> list[int]:

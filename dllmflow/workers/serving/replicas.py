@@ -32,7 +32,7 @@ class ReplicaSpec:
     max_batch: int = 32
     torch_threads: int = 1
     dtype: str = "auto"  # ServingSettings.dtype
-    cuda_graphs: bool = True  # ServingSettings.cuda_graphs
+    cuda_graphs: bool = False  # ServingSettings.cuda_graphs
 
     @property
     def name(self) -> str:

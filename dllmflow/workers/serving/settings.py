@@ -66,8 +66,9 @@ class ServingSettings(BaseSettings):
     # differently and can flip a near-tie commit).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # On a GPU, replay each decoding pass from a CUDA graph (models/sampling/graphs.py): one
-    # launch instead of a few hundred; off decodes every pass eagerly.
-    cuda_graphs: bool = True
+    # launch instead of a few hundred. Off (every pass launched eagerly) until the graphs have
+    # been measured against the eager passes on a GPU (bench/peer_loop.py, bench/serving.py).
+    cuda_graphs: bool = False
     max_batch: int = Field(default=32, ge=1)  # sequences in one running batch
     # Non-detached replicas stop with the process that created them (the worker); detached
     # ones outlive it (`dllmflow models warm --detached`) until `dllmflow models stop`.

@@ -15,7 +15,7 @@ and for each question the plan's step count against its hops: exact, too long, t
 plan. Only the planner's first turn is decoded (no tools), so a whole set takes minutes on CPU.
 
   PYTHONPATH=. python bench/plan_lengths.py --set reworded --policies ar,diffusion,causal \
-      --out bench/results/real_pair/run11
+      --out bench/results/real_pair/run10
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
-# Run 11's device calls as planned (NOT run: no device machine was lent in the session that wrote
+# Run 10's device calls as planned (NOT run: no device machine was lent in the session that wrote
 # them). Staging: as ../run9/device_calls.sh (.dev1/.dev2 the base GGUF in two parts, .dev3 the AR adapter,
 # .dev4 episodes.jsonl.xz + tok.tar.xz, .dev5 the shipped d6 adapter, .whl the wheels), the tree
 # copied without the shipped checkpoints, bench/results and docs. Order: c1 c2 c3 c4 c5 on one warm machine.
 
-# ---- .run11/env.sh
+# ---- .run10/env.sh
 # Shared by the calls of run 11: wheels and state under /root/keep (lives while the machine stays warm).
 K=/root/keep
 export PYTHONPATH=$K/site:$PWD PYTHONUNBUFFERED=1 DLLMFLOW_STATE_DIR=$K/state
 C=dllmflow/checkpoints/smollm2-135m
 
-# ---- .run11/c1.sh
-# Run 11, call 1 (fresh machine; carry .whl .dev3 .dev4 .dev5 .run11): wheels, tokenizer, adapters,
+# ---- .run10/c1.sh
+# Run 10, call 1 (fresh machine; carry .whl .dev3 .dev4 .dev5 .run10): wheels, tokenizer, adapters,
 # the agent data prepared; the CUDA-graph tests on the GPU; the peer-loop bench (1B shape).
 set -uo pipefail
-source .run11/env.sh; mkdir -p $K/site $K/tok $K/data $K/ar $K/d6
+source .run10/env.sh; mkdir -p $K/site $K/tok $K/data $K/ar $K/d6
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $K/site .whl/*.whl
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)"
@@ -30,17 +30,17 @@ timeout ${PEER_TIMEOUT:-300} python3 bench/peer_loop.py --shape 1b --device cuda
 echo "peer rc=$?"; grep -v -i warning $OUT/peer_loop.log | grep -v '^ \|^{$\|^}$' | head -20
 python3 -c "import json; d=json.load(open('$OUT/peer_loop_1b_cuda.json')); print(d['ratios']); print(d['identical'])" 2>&1 | tail -2
 
-# ---- .run11/c2.sh
-# Run 11, call 2 (carry .dev1 .run11): the first part of the base GGUF.
+# ---- .run10/c2.sh
+# Run 10, call 2 (carry .dev1 .run10): the first part of the base GGUF.
 set -euo pipefail
-source .run11/env.sh; [ -f $K/data/agent.pt ] || { echo "call 1 did not run on this machine"; exit 3; }
+source .run10/env.sh; [ -f $K/data/agent.pt ] || { echo "call 1 did not run on this machine"; exit 3; }
 cp .dev1/gguf.part1 $K/ && ls -la $K | head
 
-# ---- .run11/c3.sh
-# Run 11, call 3 (carry .dev2 .run11): the base from the GGUF; the AR half continued from the
+# ---- .run10/c3.sh
+# Run 10, call 3 (carry .dev2 .run10): the base from the GGUF; the AR half continued from the
 # shipped second-run adapter to the diffusion half's 1,683 agent steps (963 more), same data.
 set -uo pipefail
-source .run11/env.sh; [ -f $K/gguf.part1 ] || { echo "call 2 did not run on this machine"; exit 3; }
+source .run10/env.sh; [ -f $K/gguf.part1 ] || { echo "call 2 did not run on this machine"; exit 3; }
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 cat $K/gguf.part1 .dev2/gguf.part2 > $K/base.gguf
 ( time python3 -c 'import sys; from dllmflow.models.base_import import import_gguf; import_gguf(sys.argv[1], sys.argv[2])' \
@@ -51,7 +51,7 @@ python3 -m dllmflow.training.pair train --kind ar --base $K/state/models/smollm2
 grep -v -i warning $OUT/ar3.log | tail -4
 tar -cf $OUT/ar3.tar -C $K ar3 && ls -la $OUT
 
-# ---- .run11/ev.sh
+# ---- .run10/ev.sh
 # ev.sh HALF ADAPTER "SETS" TAU TAG: the shipped slot of HALF filled from /root/keep/ADAPTER, then
 # 60 questions of each set, 60 episodes batched, into $OUT/gpu/gpu_SET_ADAPTER_TAG.*
 K=/root/keep; C=dllmflow/checkpoints/smollm2-135m; mkdir -p $C/$1 $OUT/gpu
@@ -65,23 +65,23 @@ for s in $3; do
   echo "$tag rc=$? $(( $(date +%s) - t0 )) s $(grep -o '"accuracy": [0-9.]*\|"invalid_action_rate": [0-9.]*\|"p50_s": [0-9.]*' $OUT/gpu/gpu_$tag.json | tr '\n' ' ')"
 done
 
-# ---- .run11/c4.sh
-# Run 11, call 4 (carry .run11): the continued AR half (ar3) and the shipped diffusion half (d6),
+# ---- .run10/c4.sh
+# Run 10, call 4 (carry .run10): the continued AR half (ar3) and the shipped diffusion half (d6),
 # 60 questions of each set, side by side on the GPU (d6 from a copy of the tree), CUDA graphs on.
 set -uo pipefail
-source .run11/env.sh; [ -f $K/ar3/adapter.safetensors ] || { echo "no ar3 adapter"; exit 3; }
-rm -rf /tmp/t2 && mkdir /tmp/t2 && cp -r dllmflow bench .run11 /tmp/t2/
-(cd /tmp/t2 && PYTHONPATH=$K/site:/tmp/t2 bash .run11/ev.sh diffusion d6 "reworded prose" 0.97 run11) &
-bash .run11/ev.sh ar ar3 "reworded prose" 0.97 run11
+source .run10/env.sh; [ -f $K/ar3/adapter.safetensors ] || { echo "no ar3 adapter"; exit 3; }
+rm -rf /tmp/t2 && mkdir /tmp/t2 && cp -r dllmflow bench .run10 /tmp/t2/
+(cd /tmp/t2 && PYTHONPATH=$K/site:/tmp/t2 bash .run10/ev.sh diffusion d6 "reworded prose" 0.97 run10) &
+bash .run10/ev.sh ar ar3 "reworded prose" 0.97 run10
 wait
-(cd $OUT && tar -czf gpu_run11.tgz gpu && rm -rf gpu); ls -la $OUT
+(cd $OUT && tar -czf gpu_run10.tgz gpu && rm -rf gpu); ls -la $OUT
 
-# ---- .run11/c5.sh
-# Run 11, call 5 (carry .run11): the real pair through bench/serving.py (in-process scheduler):
+# ---- .run10/c5.sh
+# Run 10, call 5 (carry .run10): the real pair through bench/serving.py (in-process scheduler):
 # bf16 at 1/4/16/32 concurrent with CUDA graphs and with eager passes; float32 with graphs at
 # 1 and 32 (token identity).
 set -uo pipefail
-source .run11/env.sh
+source .run10/env.sh
 cp $K/ar3/* $C/ar/; cp $K/d6/* $C/diffusion/
 timeout 300 python3 bench/serving.py --transport inprocess --device cuda --threads 4 \
   --ar-checkpoint $C/ar --diffusion-checkpoint $C/diffusion --weights auto --levels 1,4,16,32 \

@@ -27,7 +27,7 @@ from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
 
 from ..tokenizer import decode
 from .arena import KVArena
-from .graphs import ArenaGraphs, Capture
+from .graphs import ArenaGraphs, Capture, eager_pass
 
 StopReason = Literal["eos", "action_closed", "turn_closed", "budget_exhausted", "not_converged"]
 STOP_REASONS: tuple[str, ...] = (
@@ -286,11 +286,8 @@ class Sampler(ABC):
         """One cached forward over this thread's arena (``arena_forward``), from a CUDA graph
         where one can serve: its logits are overwritten by the next pass."""
         arena = self.kv_arena()
-        use_graphs = self.cuda_graphs and (ids.is_cuda or self.graph_capture == "emulate")
-        if not use_graphs:
-            return self.model.forward_arena(
-                ids, arena.ks, arena.vs, starts, span, extra_rows=extra_rows, n_logits=n_logits
-            )
+        if not (self.cuda_graphs and (ids.is_cuda or self.graph_capture == "emulate")):
+            return eager_pass(self.model, arena, ids, starts, span, extra_rows, n_logits)
         if arena.graphs is None:
             arena.graphs = ArenaGraphs(self.graph_capture)
         return arena.graphs.forward(self.model, arena, ids, starts, span, extra_rows, n_logits)

@@ -35,6 +35,21 @@ MAX_GRAPHS = 48  # captured shapes kept (least recently used dropped first)
 Capture = Literal["cuda", "emulate"]
 
 
+def eager_pass(
+    model: Any,
+    arena: Any,
+    ids: torch.Tensor,
+    starts: torch.Tensor,
+    span: int,
+    extra_rows: torch.Tensor | None = None,
+    n_logits: int | None = None,
+) -> torch.Tensor:
+    """``model.forward_arena`` over the arena's K/V tensors, launched op by op."""
+    return model.forward_arena(
+        ids, arena.ks, arena.vs, starts, span, extra_rows=extra_rows, n_logits=n_logits
+    )
+
+
 def span_bucket(span: int, capacity: int) -> int:
     """The power of two >= ``span`` (at least MIN_SPAN_BUCKET), capped by the arena capacity."""
     bucket = MIN_SPAN_BUCKET
@@ -85,9 +100,7 @@ class ArenaGraphs:
     ) -> torch.Tensor:
         """``model.forward_arena`` over ``arena``, replayed from a graph of this shape."""
         if self.disabled is not None:
-            return model.forward_arena(
-                ids, arena.ks, arena.vs, starts, span, extra_rows=extra_rows, n_logits=n_logits
-            )
+            return eager_pass(model, arena, ids, starts, span, extra_rows, n_logits)
         if arena.generation != self.generation:
             self.graphs.clear()
             self.seen.clear()
@@ -99,10 +112,7 @@ class ArenaGraphs:
         if entry is None:
             if key not in self.seen:
                 self.seen.add(key)
-                return model.forward_arena(
-                    ids, arena.ks, arena.vs, starts, bucket, extra_rows=extra_rows,
-                    n_logits=n_logits,
-                )  # fmt: skip
+                return eager_pass(model, arena, ids, starts, bucket, extra_rows, n_logits)
             return self._capture(model, arena, key, ids, starts, bucket, extra_rows, n_logits)
         self.graphs.move_to_end(key)
         entry.ids.copy_(ids)
@@ -132,10 +142,9 @@ class ArenaGraphs:
         static_extra = None if extra_rows is None else extra_rows.clone()
 
         def run() -> torch.Tensor:
-            return model.forward_arena(
-                static_ids, arena.ks, arena.vs, static_starts, bucket,
-                extra_rows=static_extra, n_logits=n_logits,
-            )  # fmt: skip
+            return eager_pass(
+                model, arena, static_ids, static_starts, bucket, static_extra, n_logits
+            )
 
         if self.capture == "emulate":
             logits = run()

@@ -23,6 +23,7 @@ from .base import (
     TokenSampler,
     TokenState,
 )
+from .graphs import ArenaPass
 
 
 @dataclass
@@ -74,9 +75,8 @@ class ARSampler(TokenSampler):
         """One token for each running sequence (arena rows 0..n-1); their greedy next ids."""
         ids = torch.tensor([[s.next_token] for s in running], device=self._device())
         starts = [s.length for s in running]
-        logits = self.arena_pass(ids, torch.tensor(starts, device=self._device()), max(starts) + 1)[
-            :, -1
-        ]  # [n, V]
+        starts_t = torch.tensor(starts, device=self._device())
+        logits = self.arena_pass(ArenaPass(ids, starts_t, max(starts) + 1))[:, -1]  # [n, V]
         for s in running:
             s.length += 1
             s.forward_passes += 1

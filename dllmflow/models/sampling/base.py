@@ -27,7 +27,7 @@ from dllmflow.agent.actions import ACTION_CLOSE, ACTION_OPEN, THINK_CLOSE
 
 from ..tokenizer import decode
 from .arena import KVArena
-from .graphs import ArenaGraphs, Capture, eager_pass
+from .graphs import ArenaGraphs, ArenaPass, Capture
 
 StopReason = Literal["eos", "action_closed", "turn_closed", "budget_exhausted", "not_converged"]
 STOP_REASONS: tuple[str, ...] = (
@@ -275,22 +275,15 @@ class Sampler(ABC):
             arena = arenas.arena = KVArena(self.model)
         return arena
 
-    def arena_pass(
-        self,
-        ids: torch.Tensor,
-        starts: torch.Tensor,
-        span: int,
-        extra_rows: torch.Tensor | None = None,
-        n_logits: int | None = None,
-    ) -> torch.Tensor:
-        """One cached forward over this thread's arena (``arena_forward``), from a CUDA graph
-        where one can serve: its logits are overwritten by the next pass."""
+    def arena_pass(self, p: ArenaPass) -> torch.Tensor:
+        """One cached forward over this thread's arena, from a CUDA graph where one can serve:
+        its logits are overwritten by the next pass."""
         arena = self.kv_arena()
-        if not (self.cuda_graphs and (ids.is_cuda or self.graph_capture == "emulate")):
-            return eager_pass(self.model, arena, ids, starts, span, extra_rows, n_logits)
+        if not (self.cuda_graphs and (p.ids.is_cuda or self.graph_capture == "emulate")):
+            return p.run(self.model, arena)
         if arena.graphs is None:
             arena.graphs = ArenaGraphs(self.graph_capture)
-        return arena.graphs.forward(self.model, arena, ids, starts, span, extra_rows, n_logits)
+        return arena.graphs.forward(self.model, arena, p)
 
     @property
     def prefill_waste(self) -> float:

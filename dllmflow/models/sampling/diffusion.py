@@ -37,6 +37,7 @@ from .base import (
     _note_action,
     find_turn_end,
 )
+from .graphs import ArenaPass
 
 
 @dataclass
@@ -123,11 +124,13 @@ class DiffusionSampler(Sampler):
         starts = [s.block_start for s in running] + [running[i].block_start - b for i in pend]
         n = len(running)
         logits = self.arena_pass(
-            torch.tensor(rows, device=device),
-            torch.tensor(starts, device=device),
-            max(starts) + b,
-            extra_rows=torch.tensor(pend, device=device) if pend else None,
-            n_logits=None if self.shift else n,
+            ArenaPass(
+                torch.tensor(rows, device=device),
+                torch.tensor(starts, device=device),
+                max(starts) + b,
+                extra_rows=torch.tensor(pend, device=device) if pend else None,
+                n_logits=None if self.shift else n,
+            )
         )
         for s in running:
             s.pending = None

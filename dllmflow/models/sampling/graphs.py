@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -35,19 +35,23 @@ MAX_GRAPHS = 48  # captured shapes kept (least recently used dropped first)
 Capture = Literal["cuda", "emulate"]
 
 
-def eager_pass(
-    model: Any,
-    arena: Any,
-    ids: torch.Tensor,
-    starts: torch.Tensor,
-    span: int,
-    extra_rows: torch.Tensor | None = None,
-    n_logits: int | None = None,
-) -> torch.Tensor:
-    """``model.forward_arena`` over the arena's K/V tensors, launched op by op."""
-    return model.forward_arena(
-        ids, arena.ks, arena.vs, starts, span, extra_rows=extra_rows, n_logits=n_logits
-    )
+@dataclass(frozen=True)
+class ArenaPass:
+    """One cached forward's inputs (``arena_forward``): rows [R, L], their first positions,
+    the span to attend, the arena rows of the extra rows, the rows that need logits."""
+
+    ids: torch.Tensor
+    starts: torch.Tensor
+    span: int
+    extra_rows: torch.Tensor | None = None
+    n_logits: int | None = None
+
+    def run(self, model: Any, arena: Any) -> torch.Tensor:
+        """The pass over the arena's K/V tensors, launched op by op."""
+        return model.forward_arena(
+            self.ids, arena.ks, arena.vs, self.starts, self.span,
+            extra_rows=self.extra_rows, n_logits=self.n_logits,
+        )  # fmt: skip
 
 
 def span_bucket(span: int, capacity: int) -> int:
@@ -60,9 +64,7 @@ def span_bucket(span: int, capacity: int) -> int:
 
 @dataclass
 class _Captured:
-    ids: torch.Tensor  # [R, L] static inputs
-    starts: torch.Tensor  # [R]
-    extra_rows: torch.Tensor | None  # [E]
+    inputs: ArenaPass  # its tensors are the graph's static inputs
     out: torch.Tensor  # static output (logits)
     graph: Any  # torch.cuda.CUDAGraph, or the forward itself when emulating
     replays: int = 0
@@ -88,37 +90,28 @@ class ArenaGraphs:
         self.replays = 0
         self.disabled: str | None = None  # why capture failed (the eager path serves then)
 
-    def forward(
-        self,
-        model: Any,
-        arena: Any,
-        ids: torch.Tensor,
-        starts: torch.Tensor,
-        span: int,
-        extra_rows: torch.Tensor | None = None,
-        n_logits: int | None = None,
-    ) -> torch.Tensor:
-        """``model.forward_arena`` over ``arena``, replayed from a graph of this shape."""
+    def forward(self, model: Any, arena: Any, p: ArenaPass) -> torch.Tensor:
+        """Pass ``p`` over ``arena``, replayed from a graph of its shape."""
         if self.disabled is not None:
-            return eager_pass(model, arena, ids, starts, span, extra_rows, n_logits)
+            return p.run(model, arena)
         if arena.generation != self.generation:
             self.graphs.clear()
             self.seen.clear()
             self.generation = arena.generation
-        n_extra = 0 if extra_rows is None else int(extra_rows.shape[0])
-        bucket = span_bucket(span, arena.allocated[1])
-        key = (tuple(ids.shape), n_extra, bucket, n_logits)
+        n_extra = 0 if p.extra_rows is None else int(p.extra_rows.shape[0])
+        p = replace(p, span=span_bucket(p.span, arena.allocated[1]))
+        key = (tuple(p.ids.shape), n_extra, p.span, p.n_logits)
         entry = self.graphs.get(key)
         if entry is None:
             if key not in self.seen:
                 self.seen.add(key)
-                return eager_pass(model, arena, ids, starts, bucket, extra_rows, n_logits)
-            return self._capture(model, arena, key, ids, starts, bucket, extra_rows, n_logits)
+                return p.run(model, arena)
+            return self._capture(model, arena, key, p)
         self.graphs.move_to_end(key)
-        entry.ids.copy_(ids)
-        entry.starts.copy_(starts)
-        if entry.extra_rows is not None:
-            entry.extra_rows.copy_(extra_rows)
+        entry.inputs.ids.copy_(p.ids)
+        entry.inputs.starts.copy_(p.starts)
+        if entry.inputs.extra_rows is not None:
+            entry.inputs.extra_rows.copy_(p.extra_rows)
         if self.capture == "cuda":
             entry.graph.replay()
         else:
@@ -127,28 +120,16 @@ class ArenaGraphs:
         self.replays += 1
         return entry.out
 
-    def _capture(
-        self,
-        model: Any,
-        arena: Any,
-        key: tuple,
-        ids: torch.Tensor,
-        starts: torch.Tensor,
-        bucket: int,
-        extra_rows: torch.Tensor | None,
-        n_logits: int | None,
-    ) -> torch.Tensor:
-        static_ids, static_starts = ids.clone(), starts.clone()
-        static_extra = None if extra_rows is None else extra_rows.clone()
+    def _capture(self, model: Any, arena: Any, key: tuple, p: ArenaPass) -> torch.Tensor:
+        extra = None if p.extra_rows is None else p.extra_rows.clone()
+        inputs = replace(p, ids=p.ids.clone(), starts=p.starts.clone(), extra_rows=extra)
 
         def run() -> torch.Tensor:
-            return eager_pass(
-                model, arena, static_ids, static_starts, bucket, static_extra, n_logits
-            )
+            return inputs.run(model, arena)
 
         if self.capture == "emulate":
             logits = run()
-            self._keep(key, _Captured(static_ids, static_starts, static_extra, logits, run))
+            self._keep(key, _Captured(inputs, logits, run))
             return logits
         try:
             logits, graph, out = self._cuda_capture(run)
@@ -157,7 +138,7 @@ class ArenaGraphs:
             self.graphs.clear()
             log.warning("CUDA graph capture failed, decoding eagerly: %s", self.disabled)
             return run()
-        self._keep(key, _Captured(static_ids, static_starts, static_extra, out, graph))
+        self._keep(key, _Captured(inputs, out, graph))
         return logits
 
     def _cuda_capture(

@@ -67,7 +67,6 @@ class _Captured:
     inputs: ArenaPass  # its tensors are the graph's static inputs
     out: torch.Tensor  # static output (logits)
     graph: Any  # torch.cuda.CUDAGraph, or the forward itself when emulating
-    replays: int = 0
 
 
 class ArenaGraphs:
@@ -116,7 +115,6 @@ class ArenaGraphs:
             entry.graph.replay()
         else:
             entry.out.copy_(entry.graph())
-        entry.replays += 1
         self.replays += 1
         return entry.out
 
@@ -131,34 +129,31 @@ class ArenaGraphs:
             logits = run()
             self._keep(key, _Captured(inputs, logits, run))
             return logits
+        if self.stream is None:
+            self.stream = torch.cuda.Stream()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            logits = run()  # the real pass; compiles kernels and fills lazy buffers first
+        torch.cuda.current_stream().wait_stream(self.stream)
         try:
-            logits, graph, out = self._cuda_capture(run)
+            graph, out = self._record(run)
         except RuntimeError as e:  # an op that cannot be captured: serve eagerly from now on
             self.disabled = f"{type(e).__name__}: {e}"
             self.graphs.clear()
             log.warning("CUDA graph capture failed, decoding eagerly: %s", self.disabled)
-            return run()
+            return logits
         self._keep(key, _Captured(inputs, out, graph))
         return logits
 
-    def _cuda_capture(
-        self, run: Callable[[], torch.Tensor]
-    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        if self.stream is None:
-            self.stream = torch.cuda.Stream()
-        stream = self.stream
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            logits = run()  # the real pass; compiles kernels and fills lazy buffers first
-        torch.cuda.current_stream().wait_stream(stream)
+    def _record(self, run: Callable[[], torch.Tensor]) -> tuple[Any, torch.Tensor]:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(
-            graph, pool=self.pool, stream=stream, capture_error_mode="thread_local"
+            graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"
         ):
             out = run()  # recorded, not run
         if self.pool is None:
             self.pool = graph.pool()
-        return logits, graph, out
+        return graph, out
 
     def _keep(self, key: tuple, entry: _Captured) -> None:
         self.graphs[key] = entry

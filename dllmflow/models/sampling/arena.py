@@ -16,9 +16,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from .graphs import ArenaGraphs
 
 CAPACITY_QUANTUM = 64  # capacity grows in steps of this many positions (few reallocations)
 
@@ -37,7 +40,7 @@ class KVArena:
         self.owners: list[weakref.ref[Any]] = []  # row -> its sequence (freed when collected)
         self.needs: list[int] = []  # row -> positions its sequence can fill (prompt + budget)
         self.generation = 0  # bumped when the K/V tensors are reallocated (graphs hold them)
-        self.graphs: Any = None  # graphs.ArenaGraphs of the passes over these tensors
+        self.graphs: ArenaGraphs | None = None  # the captured passes over these tensors
 
     @property
     def rows(self) -> int:

@@ -82,7 +82,10 @@ class ModelReplica:
         )
         self.started_at = time.time()
         ctx = ray.get_runtime_context() if ray.is_initialized() else None
-        self.restarts = ctx.was_current_actor_reconstructed if ctx else False
+        # Only an actor has a restart count: built in a driver (tests, in-process use) where
+        # Ray is up, asking would raise.
+        in_actor = ctx is not None and ctx.get_actor_id() is not None
+        self.restarts = ctx.was_current_actor_reconstructed if in_actor else False
 
     def describe(self) -> dict[str, Any]:
         sampler = self.backend.sampler

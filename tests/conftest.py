@@ -138,7 +138,8 @@ def use_private_stack(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> Setti
 @contextmanager
 def ray_without_token_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Inside, RayComponent.start starts what an older dllmflow started: the same head, no
-    token authentication."""
+    token authentication (said explicitly: with a ~/.ray/auth_token on the host, a head left to
+    Ray's default would turn token authentication on with that token)."""
     from dllmflow.stack import components
 
     with_token = components.ray_env
@@ -146,7 +147,7 @@ def ray_without_token_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         older.setattr(
             components,
             "ray_env",
-            lambda s: {**with_token(s), "RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN_PATH": None},
+            lambda s: {**with_token(s), "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": None},
         )
         older.setattr(components, "_ray_answers_without_token", lambda s: False)
         yield
